@@ -1,0 +1,56 @@
+"""Command line: ``python run_recbole_lth.py --model=BPR --dataset=ml-100k --method=imp``.
+
+Arguments follow RecBole's ``run_recbole.py``: ``--model``, ``--dataset``,
+``--config_files="a.yaml b.yaml"`` and any ``--key=value`` (yaml-parsed, so
+``--target_sparsities=[0.5,0.9]`` is a list).  Bad input prints one line
+naming the key and the allowed values and exits with status 2.
+"""
+from __future__ import annotations
+
+import sys
+
+from recbole_lth.config import parse_value
+from recbole_lth.errors import ConfigError, TrainingDiverged
+
+
+def parse_args(argv: list[str]) -> dict:
+    options: dict = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--") or arg == "--":
+            raise ConfigError("arguments", arg, "--key=value or --key value pairs")
+        body = arg[2:]
+        if "=" in body:
+            key, text = body.split("=", 1)
+        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            key, text = body, argv[i + 1]
+            i += 1
+        else:
+            raise ConfigError(body, None, f"a value: --{body}=VALUE")
+        options[key] = text if key == "config_files" else parse_value(text)
+        i += 1
+    return options
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        options = parse_args(argv)
+        from recbole_lth.api import run
+
+        result = run(
+            model=options.pop("model", None),
+            dataset=options.pop("dataset", None),
+            method=options.pop("method", None),
+            config_files=options.pop("config_files", None),
+            config_dict=options,
+        )
+    except ConfigError as err:
+        print(f"recbole_lth: {err}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as err:
+        print(f"recbole_lth: {err}", file=sys.stderr)
+        return 1
+    print(f"results: {result.results_csv}")
+    return 0

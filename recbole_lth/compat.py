@@ -1,0 +1,172 @@
+"""RecBole 1.2.1 on today's stack: every patch the plugin needs, in one place.
+
+RecBole 1.2.1 was released against numpy 1.x, scipy < 1.13, torch < 2.6 and
+pandas 2.x.  On newer releases four things break; each patch below names the
+break, is idempotent, and does nothing where the installed version is fine.
+
+1. numpy 2 removed ``np.float_``, ``np.complex_`` and ``np.unicode_``.
+   ``recbole.config.Config.compatibility_settings`` assigns from them and so
+   raises ``AttributeError`` on every ``Config(...)``.  We restore the three
+   aliases (to the same types numpy 1.x had), so RecBole's own settings and its
+   ``np.float`` uses in metrics and datasets work unchanged.
+2. scipy >= 1.13 dropped ``dok_matrix._update``, which LightGCN (and NGCF,
+   GCMC, SpectralCF, NCL, KGIN, MCCLK) use to fill their adjacency matrix.  We
+   add it back as a bulk ``dict.update`` of the matrix's storage (C speed).
+3. torch >= 2.6 defaults ``torch.load(weights_only=True)``; RecBole pickles its
+   ``Config`` inside every checkpoint, so ``Trainer.resume_checkpoint``,
+   ``Trainer.evaluate(load_best_model=True)`` and NeuMF's pretrain loading
+   fail.  Those files are the user's own RecBole checkpoints, so inside those
+   RecBole modules ``torch.load`` defaults to ``weights_only=False`` again.
+   Our own checkpoints hold tensors and plain data only and are always loaded
+   with ``weights_only=True`` (see ``recbole_lth.checkpoint``).
+4. pandas 3 (copy-on-write) makes RecBole's chained
+   ``df[field].fillna(value, inplace=True)`` a silent no-op, leaving NaN in
+   token/float fields (``Dataset._fill_nan``) and in sequence fields right
+   after reading (``Dataset._load_feat``).  We replace ``_fill_nan`` with the
+   same logic written as assignments, and fill missing sequence cells with ""
+   as the file is read, which is what RecBole's no-op line meant to do.
+
+``apply()`` is called on ``import recbole_lth``; it never imports
+``recbole.quick_start`` (which drags in ray).
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import types
+
+import numpy as np
+
+_APPLIED: dict[str, bool] = {}
+
+# RecBole modules that call torch.load on RecBole's own pickled checkpoints.
+_TORCH_LOAD_MODULES = (
+    "recbole.trainer.trainer",
+    "recbole.model.general_recommender.neumf",
+    "recbole.model.general_recommender.convncf",
+    "recbole.model.general_recommender.nais",
+    "recbole.model.general_recommender.ract",
+)
+
+
+def patch_numpy_aliases() -> bool:
+    """(1) Give numpy 2 the aliases RecBole's Config assigns from."""
+    patched = False
+    for alias, target in (("float_", np.float64), ("complex_", np.complex128), ("unicode_", np.str_)):
+        if not hasattr(np, alias):
+            setattr(np, alias, target)
+            patched = True
+    return patched
+
+
+def patch_scipy_dok_update() -> bool:
+    """(2) Restore ``dok_matrix._update`` (bulk insert) on scipy >= 1.13."""
+    import scipy.sparse as sp
+
+    if hasattr(sp.dok_matrix, "_update"):
+        return False
+
+    def _update(self, data):
+        # Same contract as scipy < 1.13: keys are (row, col), no bounds check.
+        self._dict.update(data)
+
+    sp.dok_matrix._update = _update
+    return True
+
+
+class _TrustedTorch(types.ModuleType):
+    """``torch`` as seen from RecBole's checkpoint-loading modules.
+
+    Everything is forwarded to torch, except that ``load`` keeps the pre-2.6
+    default ``weights_only=False`` for RecBole's own (pickled) checkpoints.
+    """
+
+    def __init__(self, torch_module):
+        super().__init__("torch")
+        self.__dict__["_torch"] = torch_module
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["_torch"], name)
+
+    def load(self, *args, **kwargs):
+        kwargs.setdefault("weights_only", False)
+        return self.__dict__["_torch"].load(*args, **kwargs)
+
+
+def patch_torch_load() -> bool:
+    """(3) Let RecBole load its own pickled checkpoints on torch >= 2.6."""
+    import torch
+
+    patched = False
+    for name in _TORCH_LOAD_MODULES:
+        module = importlib.import_module(name)
+        current = getattr(module, "torch", None)
+        if current is torch:
+            module.torch = _TrustedTorch(torch)
+            patched = True
+    return patched
+
+
+def _fill_nan(self):
+    """RecBole's ``Dataset._fill_nan`` with assignments instead of chained inplace."""
+    from recbole.utils import FeatureType
+
+    for feat_name in self.feat_name_list:
+        feat = getattr(self, feat_name)
+        for field in feat:
+            ftype = self.field2type[field]
+            if ftype == FeatureType.TOKEN:
+                feat[field] = feat[field].fillna(value=0)
+            elif ftype == FeatureType.FLOAT:
+                feat[field] = feat[field].fillna(value=feat[field].mean())
+            else:
+                dtype = np.int64 if ftype == FeatureType.TOKEN_SEQ else np.float64
+                feat[field] = feat[field].apply(
+                    lambda x: np.array([], dtype=dtype) if isinstance(x, float) else x
+                )
+
+
+class _SeqFillingPandas(types.ModuleType):
+    """``pandas`` as seen from RecBole's dataset module: ``read_csv`` fills
+    missing cells of ``*_seq`` columns with "" (the intent of RecBole's chained
+    ``fillna(value="", inplace=True)`` that is a no-op under copy-on-write)."""
+
+    def __init__(self, pandas_module):
+        super().__init__("pandas")
+        self.__dict__["_pd"] = pandas_module
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["_pd"], name)
+
+    def read_csv(self, *args, **kwargs):
+        df = self.__dict__["_pd"].read_csv(*args, **kwargs)
+        for column in df.columns:
+            if str(column).endswith("_seq") and df[column].isna().any():
+                df[column] = df[column].fillna("")
+        return df
+
+
+def patch_pandas_fillna() -> bool:
+    """(4) Make RecBole's NaN filling work under pandas copy-on-write."""
+    import pandas as pd
+    from recbole.data.dataset import dataset as dataset_module
+
+    patched = False
+    if getattr(dataset_module.Dataset._fill_nan, "__module__", "") != __name__:
+        dataset_module.Dataset._fill_nan = _fill_nan
+        patched = True
+    if dataset_module.pd is pd:
+        dataset_module.pd = _SeqFillingPandas(pd)
+        patched = True
+    return patched
+
+
+def apply() -> dict[str, bool]:
+    """Apply every patch once; returns which ones changed something now."""
+    if _APPLIED:
+        return dict(_APPLIED)
+    _APPLIED["numpy_aliases"] = patch_numpy_aliases()
+    _APPLIED["scipy_dok_update"] = patch_scipy_dok_update()
+    _APPLIED["torch_load"] = patch_torch_load()
+    _APPLIED["pandas_fillna"] = patch_pandas_fillna()
+    return dict(_APPLIED)

@@ -1,0 +1,231 @@
+"""The mask core: which tensors are prunable, and how a mask is kept exact.
+
+A :class:`ParameterMask` owns one boolean mask per selected parameter
+(``True`` = the weight is active).  Design choices, and why:
+
+* The mask is *stored in the weights*: pruned entries of the parameter are
+  exactly zero and the model's forward uses the parameter as is.  There is no
+  multiplicative ``w * m`` in the forward, so ``param.grad`` at a pruned
+  position is the true gradient of the loss w.r.t. that weight as used in the
+  forward pass (DSL's regrowth score needs it).
+* Just before every optimizer step (a ``register_step_pre_hook``) the core
+  lets its observers read the full gradient, then zeroes the gradient at
+  pruned positions.  With a zero gradient, a zero weight and zero optimizer
+  state at a position, Adam/AdamW/SGD(momentum)/Adagrad/RMSprop and their
+  weight decay all leave that weight exactly zero.
+* Just after every step (a ``register_step_post_hook``) the pruned weights are
+  zeroed again; this costs one ``masked_fill_`` per table and keeps the
+  guarantee for any optimizer, not only the ones whose algebra we checked.
+* Whenever the mask changes (:meth:`set_masks`), the weights *and every
+  optimizer state tensor of the parameter's shape* (Adam's moments, momentum
+  buffers, ...) are zeroed at pruned positions, so nothing can bring a pruned
+  weight back, and regrown weights start at zero with fresh optimizer state.
+
+Nothing here synchronises with the host per step: the hooks only launch
+in-place device kernels.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from recbole_lth.errors import ConfigError
+
+PRUNE_TARGETS = ("embeddings", "all_weights")
+PRUNE_SCOPES = ("global", "per_table")
+
+
+def _item_count(model: nn.Module) -> int | None:
+    return getattr(model, "n_items", None)
+
+
+def select_prunable(model: nn.Module, prune_params) -> dict[str, nn.Parameter]:
+    """Return ``{name: parameter}`` of the tensors to prune, in model order.
+
+    ``prune_params`` is
+    * ``"embeddings"`` (default): every ``nn.Embedding`` weight, plus the
+      ``nn.Linear`` weights with an item-sized side.  The latter are the item
+      tables of autoencoder recommenders that have no item ``nn.Embedding``
+      (MultiVAE ``encoder.0``/decoder output, CDAE ``h_item``/``out_layer``).
+    * ``"all_weights"``: every parameter with two or more dimensions.
+    * a list of ``fnmatch`` patterns over parameter names, e.g.
+      ``["user_embedding.weight", "item_*"]``.
+    """
+    named = dict(model.named_parameters())
+    if isinstance(prune_params, str) and prune_params == "embeddings":
+        n_items = _item_count(model)
+        chosen = []
+        for module_name, module in model.named_modules():
+            if isinstance(module, nn.Embedding):
+                chosen.append(f"{module_name}.weight")
+            elif isinstance(module, nn.Linear) and n_items is not None and (
+                module.in_features == n_items or module.out_features == n_items
+            ):
+                chosen.append(f"{module_name}.weight")
+        selected = {name: named[name] for name in named if name in set(chosen)}
+    elif isinstance(prune_params, str) and prune_params == "all_weights":
+        selected = {name: p for name, p in named.items() if p.dim() >= 2}
+    elif isinstance(prune_params, (list, tuple)) and prune_params and all(
+        isinstance(x, str) for x in prune_params
+    ):
+        selected = {
+            name: p
+            for name, p in named.items()
+            if any(fnmatch.fnmatchcase(name, pattern) for pattern in prune_params)
+        }
+    else:
+        raise ConfigError(
+            "prune_params",
+            prune_params,
+            f"one of {list(PRUNE_TARGETS)} or a non-empty list of parameter-name patterns",
+        )
+    if not selected:
+        raise ConfigError(
+            "prune_params",
+            prune_params,
+            f"a selection that matches at least one parameter of {type(model).__name__}; "
+            f"its parameters are {sorted(named)}",
+        )
+    return selected
+
+
+@dataclass(frozen=True)
+class SparsityReport:
+    """Counts over the selected tensors (``active`` = mask True)."""
+
+    numel: dict[str, int]
+    active: dict[str, int]
+    nonzero: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.numel.values())
+
+    @property
+    def total_active(self) -> int:
+        return sum(self.active.values())
+
+    @property
+    def total_nonzero(self) -> int:
+        return sum(self.nonzero.values())
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.total_active / self.total
+
+    def table_sparsity(self) -> dict[str, float]:
+        return {n: 1.0 - self.active[n] / self.numel[n] for n in self.numel}
+
+
+GradObserver = Callable[["ParameterMask"], None]
+
+
+class ParameterMask:
+    """Boolean masks over selected parameters of one model, kept exact."""
+
+    def __init__(self, params: dict[str, nn.Parameter], masks: dict[str, torch.Tensor] | None = None):
+        self.params = dict(params)
+        if masks is None:
+            masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in self.params.items()}
+        self.masks: dict[str, torch.Tensor] = {}
+        self._pruned: dict[str, torch.Tensor] = {}
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._hook_handles: list = []
+        # Called in the pre-step hook, before pruned gradients are zeroed.
+        self.grad_observers: list[GradObserver] = []
+        self.step_count = 0
+        self.set_masks(masks)
+
+    # ------------------------------------------------------------------ masks
+    @classmethod
+    def for_model(cls, model: nn.Module, prune_params="embeddings", masks=None) -> "ParameterMask":
+        return cls(select_prunable(model, prune_params), masks)
+
+    def set_masks(self, masks: dict[str, torch.Tensor]) -> None:
+        """Install new masks and zero weights + optimizer state where pruned."""
+        if set(masks) != set(self.params):
+            raise ValueError(f"masks are for {sorted(masks)}, parameters are {sorted(self.params)}")
+        for name, param in self.params.items():
+            mask = masks[name].to(device=param.device, dtype=torch.bool)
+            if mask.shape != param.shape:
+                raise ValueError(f"mask for {name} has shape {tuple(mask.shape)}, parameter {tuple(param.shape)}")
+            self.masks[name] = mask
+            self._pruned[name] = ~mask
+        self.apply()
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Zero pruned weights and the optimizer state at pruned positions."""
+        for name, param in self.params.items():
+            param.masked_fill_(self._pruned[name], 0.0)
+        self.zero_optimizer_state()
+
+    @torch.no_grad()
+    def zero_optimizer_state(self, positions: dict[str, torch.Tensor] | None = None) -> None:
+        """Zero every parameter-shaped optimizer state tensor at ``positions``
+        (default: the pruned positions)."""
+        if self._optimizer is None:
+            return
+        positions = positions if positions is not None else self._pruned
+        for name, param in self.params.items():
+            state = self._optimizer.state.get(param)
+            if not state:
+                continue
+            for value in state.values():
+                if torch.is_tensor(value) and value.shape == param.shape:
+                    value.masked_fill_(positions[name], 0)
+
+    # -------------------------------------------------------------- optimizer
+    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        """Keep pruned weights exactly zero through ``optimizer.step()``."""
+        self.detach()
+        self._optimizer = optimizer
+        self._hook_handles = [
+            optimizer.register_step_pre_hook(self._before_step),
+            optimizer.register_step_post_hook(self._after_step),
+        ]
+        self.zero_optimizer_state()
+
+    def detach(self) -> None:
+        for handle in self._hook_handles:
+            handle.remove()
+        self._hook_handles = []
+        self._optimizer = None
+
+    @torch.no_grad()
+    def _before_step(self, optimizer, args, kwargs) -> None:
+        self.step_count += 1
+        for observer in self.grad_observers:
+            observer(self)
+        for name, param in self.params.items():
+            if param.grad is not None:
+                param.grad.masked_fill_(self._pruned[name], 0.0)
+
+    @torch.no_grad()
+    def _after_step(self, optimizer, args, kwargs) -> None:
+        for name, param in self.params.items():
+            param.masked_fill_(self._pruned[name], 0.0)
+
+    # -------------------------------------------------------------- reporting
+    @torch.no_grad()
+    def report(self) -> SparsityReport:
+        """Counts per tensor (one host sync per tensor: call per round, not per step)."""
+        return SparsityReport(
+            numel={n: p.numel() for n, p in self.params.items()},
+            active={n: int(m.sum()) for n, m in self.masks.items()},
+            nonzero={n: int(torch.count_nonzero(p)) for n, p in self.params.items()},
+        )
+
+    def cpu_masks(self) -> dict[str, torch.Tensor]:
+        return {n: m.detach().cpu().clone() for n, m in self.masks.items()}
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach() for n, p in self.params.items()}
+
+
+def full_masks(params: dict[str, torch.Tensor] | Iterable) -> dict[str, torch.Tensor]:
+    return {n: torch.ones_like(p, dtype=torch.bool) for n, p in dict(params).items()}
