@@ -137,7 +137,7 @@ def run(model=None, dataset=None, method=None, config_files=None, config_dict=No
         recbole_lth.run(model="BPR", dataset="ml-100k", method="imp",
                         config_dict={"epochs": 20, "rounds": 3})
     """
-    from recbole_lth.search import METHODS
+    from recbole_lth.methods import METHODS
 
     prepared = prepare(model, dataset, method, config_files, config_dict)
     try:

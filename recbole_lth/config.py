@@ -31,7 +31,7 @@ VOLATILE_KEYS = {
 
 
 def methods() -> tuple[str, ...]:
-    from recbole_lth.search import METHODS
+    from recbole_lth.methods import METHODS
 
     return tuple(METHODS)
 
@@ -136,6 +136,11 @@ def check_settings(settings: dict) -> None:
     rewind_epoch = settings.get("rewind_epoch")
     if not isinstance(rewind_epoch, int) or isinstance(rewind_epoch, bool) or not 0 <= rewind_epoch < epochs:
         raise ConfigError("rewind_epoch", rewind_epoch, f"a whole number in [0, epochs) = [0, {epochs})")
+
+    from recbole_lth.methods import CHECKS
+
+    if settings["method"] in CHECKS:
+        CHECKS[settings["method"]](settings)
 
 
 def bundled_data_path() -> str:

@@ -37,6 +37,27 @@ def _plain(value):
         return value
 
 
+class TicketHook:
+    """Extends how one ticket trains, without touching RecBole's loop.
+
+    ``attach`` runs after the trainer is built (mask attached, optimizer
+    fresh) and before ``fit``: a hook may add ``trainer.mask.grad_observers``
+    (DSL), wrap ``trainer.loss_func`` (distillation) or add
+    ``trainer.epoch_callbacks``.  ``row_fields`` adds columns to the ticket's
+    results row once training is done.
+    """
+
+    def attach(self, run: "Run", trainer) -> None:
+        pass
+
+    def row_fields(self) -> dict:
+        return {}
+
+
+def _metrics_text(result) -> str:
+    return ", ".join(f"{k}={_plain(v):.4f}" for k, v in (result or {}).items())
+
+
 @dataclass
 class Ticket:
     key: str
@@ -64,8 +85,8 @@ class Run:
     run_dir: Path
     prunable: dict = field(default_factory=dict)
     rows: list = field(default_factory=list)
-    # Extra keyword arguments ``sparse_trainer`` passes on (e.g. a teacher).
-    trainer_hooks: list = field(default_factory=list)
+    # TicketHooks attached to every ticket of the run (e.g. distillation).
+    ticket_hooks: list = field(default_factory=list)
 
     # ------------------------------------------------------------- states
     @property
@@ -119,6 +140,7 @@ class Run:
         start_epoch: int = 0,
         capture_rewind: bool = False,
         note: str = "",
+        hooks: tuple = (),
     ) -> Ticket:
         folder = self.run_dir / "tickets" / key
         if (folder / "result.json").exists():
@@ -127,14 +149,17 @@ class Run:
             logger.info(f"ticket {key}: already finished in {folder}, skipped")
             ticket = Ticket(key, row, stored["state_dict"], stored["masks"])
         else:
-            ticket = self._train(key, round_idx, target_sparsity, masks, start_state, start_epoch, capture_rewind, note)
+            ticket = self._train(
+                key, round_idx, target_sparsity, masks, start_state, start_epoch, capture_rewind, note,
+                list(self.ticket_hooks) + list(hooks),
+            )
             checkpoint.save(folder / "ticket.pt", state_dict=ticket.state_dict, masks=ticket.masks, meta={"key": key})
             checkpoint.write_json(folder / "result.json", ticket.row)
         self.rows.append(ticket.row)
         self.write_results()
         return ticket
 
-    def _train(self, key, round_idx, target_sparsity, masks, start_state, start_epoch, capture_rewind, note):
+    def _train(self, key, round_idx, target_sparsity, masks, start_state, start_epoch, capture_rewind, note, hooks):
         config = self.config
         # Every ticket sees the same seed and the same data order, so a ticket
         # is a function of (start state, mask, settings) and resuming replays it.
@@ -146,8 +171,8 @@ class Run:
         callbacks = [self._capture_rewind] if capture_rewind else []
         trainer = sparse_trainer(config, self.model, mask, callbacks)
         trainer.start_epoch = start_epoch
-        for hook in self.trainer_hooks:
-            hook(self, trainer)
+        for hook in hooks:
+            hook.attach(self, trainer)
         logger.info(
             f"ticket {key}: round {round_idx}, target sparsity {target_sparsity:.4f}, "
             f"sparsity {mask.report().sparsity:.4f}, start epoch {start_epoch}"
@@ -190,10 +215,14 @@ class Run:
             **{f"valid_{k}": _plain(v) for k, v in (trainer.best_valid_result or {}).items()},
             **{f"test_{k}": _plain(v) for k, v in (test_result or {}).items()},
             "train_seconds": round(seconds, 3),
-            "note": note,
         }
-        logger.info(f"ticket {key}: sparsity {row['sparsity']:.4f}, best epoch {row['best_epoch']}, "
-                    f"valid {trainer.best_valid_result}, test {dict(test_result or {})}")
+        for hook in hooks:
+            row.update(hook.row_fields())
+        row["note"] = note
+        logger.info(
+            f"ticket {key}: sparsity {row['sparsity']:.4f}, best epoch {row['best_epoch']}, "
+            f"valid {_metrics_text(trainer.best_valid_result)}, test {_metrics_text(test_result)}"
+        )
         state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         return Ticket(key, row, state, mask.cpu_masks())
 
@@ -279,5 +308,3 @@ def rp(run: Run) -> None:
             start_state=run.init_state(),
         )
 
-
-METHODS = {"dense": dense, "imp": imp, "wr": wr, "omp": omp, "rp": rp}

@@ -37,6 +37,8 @@ class SparseTrainerMixin:
         self.best_state = None
         self.best_epoch = None
         self.last_epoch = None
+        # The loss RecBole's loop optimises; a TicketHook may wrap it (KD).
+        self.loss_func = model.calculate_loss
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         # Called by RecBole's fit whenever the validation metric improves.
@@ -44,7 +46,9 @@ class SparseTrainerMixin:
         self.best_epoch = epoch
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        loss = super()._train_epoch(
+            train_data, epoch_idx, loss_func=loss_func or self.loss_func, show_progress=show_progress
+        )
         self.last_epoch = epoch_idx
         for callback in self.epoch_callbacks:
             callback(self, epoch_idx)
