@@ -25,12 +25,17 @@ break, is idempotent, and does nothing where the installed version is fine.
    after reading (``Dataset._load_feat``).  We replace ``_fill_nan`` with the
    same logic written as assignments, and fill missing sequence cells with ""
    as the file is read, which is what RecBole's no-op line meant to do.
+   pandas 3 also makes ``Series.agg(len)`` return the Series' length instead
+   of each cell's, which breaks remapping/normalising sequence fields
+   (``token_seq``/``float_seq``); while RecBole processes a dataset
+   (``Dataset._data_processing``), ``Series.agg(len)`` is elementwise again.
 
 ``apply()`` is called on ``import recbole_lth``; it never imports
 ``recbole.quick_start`` (which drags in ray).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import types
@@ -146,12 +151,51 @@ class _SeqFillingPandas(types.ModuleType):
         return df
 
 
+def _agg_len_is_elementwise() -> bool:
+    import pandas as pd
+
+    return isinstance(pd.Series([[1, 2]]).agg(len), pd.Series)
+
+
+@contextlib.contextmanager
+def _elementwise_agg_len():
+    """``Series.agg(len)`` per cell, as RecBole (written for pandas < 3) expects."""
+    import pandas as pd
+
+    original = pd.Series.agg
+
+    def agg(self, func=None, *args, **kwargs):
+        if func is len:
+            return self.map(len)
+        return original(self, func, *args, **kwargs)
+
+    pd.Series.agg = agg
+    try:
+        yield
+    finally:
+        pd.Series.agg = original
+
+
+def _with_elementwise_agg_len(method):
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with _elementwise_agg_len():
+            return method(*args, **kwargs)
+
+    wrapper._recbole_lth_patched = True
+    return wrapper
+
+
 def patch_pandas_fillna() -> bool:
-    """(4) Make RecBole's NaN filling work under pandas copy-on-write."""
+    """(4) Make RecBole's NaN filling and sequence fields work under pandas 3."""
     import pandas as pd
     from recbole.data.dataset import dataset as dataset_module
 
     patched = False
+    processing = dataset_module.Dataset._data_processing
+    if not _agg_len_is_elementwise() and not getattr(processing, "_recbole_lth_patched", False):
+        dataset_module.Dataset._data_processing = _with_elementwise_agg_len(processing)
+        patched = True
     if getattr(dataset_module.Dataset._fill_nan, "__module__", "") != __name__:
         dataset_module.Dataset._fill_nan = _fill_nan
         patched = True

@@ -1,0 +1,119 @@
+"""One test per RecBole 1.2.1 breakage handled in recbole_lth.compat.
+
+CI runs this file on numpy 2 / pandas 3 / scipy >= 1.13 and again on
+numpy 1.26 / pandas 2 / scipy 1.12 (where most patches have nothing to do).
+"""
+import os
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+import recbole_lth  # noqa: F401  (applies the patches)
+from recbole_lth import checkpoint, compat
+from recbole_lth.config import bundled_data_path
+
+
+def _config(model="BPR", **extra):
+    from recbole.config import Config
+
+    saved, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        return Config(model=model, dataset="ml-100k", config_dict={
+            "data_path": bundled_data_path(), "epochs": 1, "state": "WARNING",
+            "embedding_size": 8, "show_progress": False, **extra})
+    finally:
+        sys.argv = saved
+
+
+def test_apply_is_idempotent_and_never_imports_quick_start():
+    assert compat.apply() == compat.apply()
+    assert "recbole.quick_start" not in sys.modules
+    assert "ray" not in sys.modules
+
+
+def test_numpy_aliases_let_recbole_config_build():
+    config = _config()  # Config.compatibility_settings reads np.float_ etc.
+    assert config["model"] == "BPR"
+    assert np.float_ is np.float64 and np.complex_ is np.complex128
+    assert np.float is np.float64  # set by RecBole itself, used in its metrics
+
+
+def test_dok_update_and_lightgcn_adjacency():
+    m = sp.dok_matrix((3, 3), dtype=np.float32)
+    m._update({(0, 1): 1.0, (2, 0): 2.0})
+    assert m.toarray().tolist() == [[0, 1, 0], [0, 0, 0], [2, 0, 0]]
+
+    from recbole.data import create_dataset, data_preparation
+    from recbole.model.general_recommender.lightgcn import LightGCN
+
+    config = _config("LightGCN")
+    train, _, _ = data_preparation(config, create_dataset(config))
+    model = LightGCN(config, train.dataset)
+    adj = model.norm_adj_matrix.to_dense()
+    # Reference: symmetric D^-1/2 A D^-1/2 of the user-item bipartite graph.
+    inter = train.dataset.inter_matrix(form="coo").astype(np.float32)
+    n = model.n_users + model.n_items
+    a = sp.bmat([[sp.csr_matrix((model.n_users, model.n_users)), inter], [inter.T, sp.csr_matrix((model.n_items, model.n_items))]]).tocsr()
+    assert a.shape == (n, n)
+    a.data[:] = 1.0
+    degree = np.asarray(a.sum(axis=1)).ravel() + 1e-7
+    d = sp.diags(degree ** -0.5)
+    expected = torch.tensor((d @ a @ d).toarray(), dtype=torch.float32)
+    assert torch.allclose(adj, expected, atol=1e-6)
+
+
+def test_recbole_checkpoints_load_and_ours_are_weights_only(tmp_path):
+    from recbole.data import create_dataset, data_preparation
+    from recbole.model.general_recommender.bpr import BPR
+    from recbole.trainer import Trainer
+
+    config = _config(checkpoint_dir=str(tmp_path))
+    train, valid, _ = data_preparation(config, create_dataset(config))
+    model = BPR(config, train.dataset)
+    trainer = Trainer(config, model)
+    trainer._save_checkpoint(0, verbose=False)  # pickles RecBole's Config
+    before = model.item_embedding.weight.detach().clone()
+    with torch.no_grad():
+        model.item_embedding.weight.zero_()
+    trainer.resume_checkpoint(trainer.saved_model_file)  # torch.load inside RecBole
+    assert torch.equal(model.item_embedding.weight, before)
+    assert trainer.evaluate(valid, load_best_model=True)  # torch.load again
+
+    path = tmp_path / "ours.pt"
+    checkpoint.save(path, state_dict=model.state_dict(), masks={"w": before > 0}, meta={"epoch": 3})
+    loaded = torch.load(path, weights_only=True)
+    assert loaded["meta"]["epoch"] == 3 and torch.equal(loaded["state_dict"]["item_embedding.weight"], before)
+
+
+def test_nan_filling_works_under_copy_on_write(tmp_path):
+    from recbole.data import create_dataset
+
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    rows = ["user_id:token\titem_id:token\trating:float"]
+    for u in range(1, 7):
+        for i in range(1, 6):
+            rating = "" if (u + i) % 4 == 0 else str((u * i) % 5 + 1)
+            rows.append(f"{u}\t{i}\t{rating}")
+    (folder / "tiny.inter").write_text("\n".join(rows) + "\n")
+    (folder / "tiny.item").write_text(
+        "item_id:token\tprice:float\tgenre:token_seq\n1\t1.0\ta b\n2\t\t\n3\t3.0\tc\n4\t\tb\n5\t5.0\t\n"
+    )
+    from recbole.config import Config
+
+    saved, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        config = Config(model="BPR", dataset="tiny", config_dict={
+            "data_path": str(tmp_path), "state": "WARNING", "load_col": None,
+            "user_inter_num_interval": None, "item_inter_num_interval": None})
+    finally:
+        sys.argv = saved
+    dataset = create_dataset(config)
+    assert not dataset.inter_feat["rating"].isna().any()
+    assert not dataset.item_feat["price"].isna().any()
+    assert dataset.item_feat["price"].tolist().count(3.0) >= 3  # NaN -> mean of 1, 3, 5
+    genres = [np.asarray(g) for g in dataset.item_feat["genre"]]
+    assert any(len(g) == 0 for g in genres)  # missing sequence -> empty, not a crash

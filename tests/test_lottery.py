@@ -1,0 +1,185 @@
+"""End-to-end lottery-ticket searches on ml-100k (1-2 epochs)."""
+import csv
+import logging
+
+import pytest
+import torch
+
+from recbole_lth import api, checkpoint
+from recbole_lth.methods import METHODS
+from recbole_lth.search import Run, TicketHook
+
+from conftest import QUICK
+
+
+class StartRecorder(TicketHook):
+    """Records the prunable weights and masks each ticket starts training from."""
+
+    def __init__(self):
+        self.starts = []
+
+    def attach(self, run, trainer):
+        self.starts.append({
+            "weights": {n: p.detach().clone() for n, p in run.prunable.items()},
+            "masks": {n: m.clone() for n, m in trainer.mask.masks.items()},
+            "start_epoch": trainer.start_epoch,
+        })
+
+
+@pytest.fixture
+def search(tmp_path):
+    """``search(model, method, **overrides)`` -> (run, recorder) after the method ran."""
+    handlers = []
+
+    def _search(model="BPR", method="imp", **overrides):
+        run = api.prepare(model=model, dataset="ml-100k", method=method,
+                          config_dict={**QUICK, "output_root": str(tmp_path / "runs"), **overrides})
+        handlers.append(run._log_handler)
+        recorder = StartRecorder()
+        run.ticket_hooks.append(recorder)
+        METHODS[method](run)
+        return run, recorder
+
+    yield _search
+    for h in handlers:
+        logging.getLogger().removeHandler(h)
+        h.close()
+
+
+def _rows(run):
+    return list(csv.DictReader(open(run.run_dir / "results.csv")))
+
+
+def test_imp_rewinds_survivors_to_the_saved_initial_weights_exactly(search):
+    run, rec = search("BPR", "imp", rounds=2, epochs=1)
+    init = checkpoint.load(run.run_dir / "init_state.pt")["state_dict"]
+    for start in rec.starts:
+        for name, weights in start["weights"].items():
+            expected = init[name] * start["masks"][name]
+            assert torch.equal(weights, expected)
+    rows = _rows(run)
+    total = int(rows[0]["prunable_params"])
+    for row, expected in zip(rows, [0.0, 0.2, 0.36]):  # 1-(1-p)^k, to one weight
+        assert abs(total - int(row["active_params"]) - expected * total) <= 1
+    # every later mask is a subset of the earlier one
+    assert not (rec.starts[2]["masks"]["user_embedding.weight"] & ~rec.starts[1]["masks"]["user_embedding.weight"]).any()
+
+
+def test_late_rewinding_restarts_from_the_epoch_k_state(search):
+    run, rec = search("BPR", "imp", rounds=1, epochs=2, rewind_epoch=1)
+    saved = checkpoint.load(run.run_dir / "rewind_state.pt")
+    assert saved["meta"]["epoch"] == 1
+    init = checkpoint.load(run.run_dir / "init_state.pt")["state_dict"]
+    start = rec.starts[1]
+    name = "item_embedding.weight"
+    assert torch.equal(start["weights"][name], saved["state_dict"][name] * start["masks"][name])
+    assert not torch.equal(saved["state_dict"][name], init[name])
+    assert start["start_epoch"] == 1 and rec.starts[0]["start_epoch"] == 0
+
+
+def test_wr_continues_from_the_trained_weights(search):
+    run, rec = search("BPR", "wr", rounds=1, epochs=2)
+    trained = checkpoint.load(run.run_dir / "tickets" / "round_00" / "ticket.pt")["state_dict"]
+    init = checkpoint.load(run.run_dir / "init_state.pt")["state_dict"]
+    start = rec.starts[1]
+    for name, weights in start["weights"].items():
+        assert torch.equal(weights, trained[name] * start["masks"][name])
+        assert not torch.equal(weights, init[name] * start["masks"][name])
+
+
+@pytest.mark.parametrize("method", ["omp", "rp"])
+@pytest.mark.parametrize("scope", ["global", "per_table"])
+def test_one_shot_methods_hit_each_requested_sparsity(search, method, scope):
+    targets = [0.5, 0.9]
+    run, rec = search("BPR", method, target_sparsities=targets, epochs=1, prune_scope=scope)
+    rows = [r for r in _rows(run) if float(r["target_sparsity"]) > 0]
+    assert [float(r["target_sparsity"]) for r in rows] == targets
+    total = int(rows[0]["prunable_params"])
+    for row, target in zip(rows, targets):
+        assert abs(int(row["active_params"]) - (1 - target) * total) <= len(run.prunable)
+        if scope == "per_table":
+            for name in run.prunable:
+                assert float(row[f"sparsity[{name}]"]) == pytest.approx(target, abs=1e-3)
+    if method == "rp":  # same initial weights under every random mask
+        init = checkpoint.load(run.run_dir / "init_state.pt")["state_dict"]
+        for start in rec.starts:
+            for name, weights in start["weights"].items():
+                assert torch.equal(weights, init[name] * start["masks"][name])
+
+
+@pytest.mark.parametrize("model", ["BPR", "LightGCN", "NeuMF", "MultiVAE", "CDAE"])
+def test_each_backbone_runs_one_imp_round(quick_run, model):
+    result = quick_run(model, "imp", rounds=1, epochs=1)
+    rows = list(csv.DictReader(open(result.results_csv)))
+    assert [r["ticket"] for r in rows] == ["round_00", "round_01"]
+    assert float(rows[1]["sparsity"]) == pytest.approx(0.2, abs=1e-4)
+    assert int(rows[1]["nonzero_params"]) <= int(rows[1]["active_params"])
+    assert 0.0 <= float(rows[1]["test_recall@20"]) <= 1.0
+    assert rows[1]["best_epoch"] == "0"
+
+
+def _masks(run_dir):
+    return {
+        p.parent.name: checkpoint.load(p)["masks"]
+        for p in sorted((run_dir / "tickets").glob("*/ticket.pt"))
+    }
+
+
+def test_resume_after_interruption_gives_identical_masks(quick_run, tmp_path, monkeypatch):
+    settings = dict(rounds=3, epochs=1)
+    full = quick_run("BPR", "imp", run_dir=str(tmp_path / "full"), **settings)
+
+    trained = []
+    original = Run._train
+
+    def interrupted(self, key, *args, **kwargs):
+        if key == "round_02":
+            raise KeyboardInterrupt
+        trained.append(key)
+        return original(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(Run, "_train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        quick_run("BPR", "imp", run_dir=str(tmp_path / "resumed"), **settings)
+    assert trained == ["round_00", "round_01"]
+
+    def counting(self, key, *args, **kwargs):
+        trained.append(key)
+        return original(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(Run, "_train", counting)
+    resumed = quick_run("BPR", "imp", run_dir=str(tmp_path / "resumed"), **settings)
+    assert trained == ["round_00", "round_01", "round_02", "round_03"]  # finished rounds not redone
+
+    a, b = _masks(full.run_dir), _masks(resumed.run_dir)
+    assert list(a) == list(b) == ["round_00", "round_01", "round_02", "round_03"]
+    for key in a:
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), (key, name)
+    rows_a = list(csv.DictReader(open(full.results_csv)))
+    rows_b = list(csv.DictReader(open(resumed.results_csv)))
+    assert [r["ticket"] for r in rows_b] == [r["ticket"] for r in rows_a]
+    assert [r["test_recall@20"] for r in rows_b] == [r["test_recall@20"] for r in rows_a]
+
+
+def test_nan_loss_stops_the_round_and_keeps_finished_rounds(quick_run, tmp_path, monkeypatch):
+    from recbole.model.general_recommender.bpr import BPR
+
+    from recbole_lth.errors import TrainingDiverged
+
+    original = BPR.calculate_loss
+
+    def poisoned(self, interaction):
+        loss = original(self, interaction)
+        # the dense round_00 trains normally; a pruned table (exact zeros) diverges
+        return loss * float("nan") if bool((self.user_embedding.weight == 0).any()) else loss
+
+    monkeypatch.setattr(BPR, "calculate_loss", poisoned)
+    run_dir = tmp_path / "nan"
+    with pytest.raises(TrainingDiverged, match="round_01.*NaN"):
+        quick_run("BPR", "imp", run_dir=str(run_dir), rounds=2, epochs=1, train_batch_size=2048)
+    rows = list(csv.DictReader(open(run_dir / "results.csv")))
+    assert [r["ticket"] for r in rows] == ["round_00"]
+    monkeypatch.setattr(BPR, "calculate_loss", original)
+    result = quick_run("BPR", "imp", run_dir=str(run_dir), rounds=2, epochs=1, train_batch_size=2048)
+    assert [r["ticket"] for r in csv.DictReader(open(result.results_csv))] == ["round_00", "round_01", "round_02"]
