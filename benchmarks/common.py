@@ -1,0 +1,66 @@
+"""Shared pieces of the benchmark scripts: a prepared RecBole run on a real dataset.
+
+Benchmarks print ratios measured side by side in one process (alternating
+epochs, medians), never absolute targets in tests.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+from time import perf_counter
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = str(REPO.parent / "shared" / "datasets")
+
+
+def arg_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--dataset", default="ml-1m")
+    parser.add_argument("--data_path", default=DEFAULT_DATA)
+    parser.add_argument("--models", default="BPR,LightGCN")
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per variant")
+    parser.add_argument("--sparsity", type=float, default=0.8)
+    parser.add_argument("--gpu_id", default="0")
+    parser.add_argument("--use_gpu", action="store_true", help="use CUDA when available")
+    return parser
+
+
+def prepare_run(model: str, args, method: str = "dense", **overrides):
+    """A prepared ``recbole_lth`` Run (data loaded, model built) in a temp dir."""
+    from recbole_lth import api
+
+    settings = {
+        "data_path": args.data_path, "state": "WARNING", "show_progress": False,
+        "epochs": max(args.epochs, 1), "output_root": tempfile.mkdtemp(prefix="lth-bench-"),
+        "use_gpu": bool(args.use_gpu), "gpu_id": args.gpu_id, **overrides,
+    }
+    return api.prepare(model=model, dataset=args.dataset, method=method, config_dict=settings)
+
+
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device) -> float:
+    sync(device)
+    start = perf_counter()
+    fn()
+    sync(device)
+    return perf_counter() - start
+
+
+def alternate(variants: dict, epochs: int, device) -> dict:
+    """Time ``epochs`` rounds of each variant's ``fn(epoch_idx)``, alternating
+    the order every round so drift and warm-up hit all variants alike."""
+    times = {name: [] for name in variants}
+    names = list(variants)
+    for epoch in range(epochs):
+        order = names if epoch % 2 == 0 else names[::-1]
+        for name in order:
+            times[name].append(timed(lambda: variants[name](epoch), device))
+    return {name: statistics.median(values) for name, values in times.items()}
