@@ -14,8 +14,12 @@ A :class:`ParameterMask` owns one boolean mask per selected parameter
   state at a position, Adam/AdamW/SGD(momentum)/Adagrad/RMSprop and their
   weight decay all leave that weight exactly zero.
 * Just after every step (a ``register_step_post_hook``) the pruned weights are
-  zeroed again; this costs one ``masked_fill_`` per table and keeps the
+  zeroed again; this costs one in-place multiply per table and keeps the
   guarantee for any optimizer, not only the ones whose algebra we checked.
+* The per-step zeroing multiplies by a 0/1 mask in the parameter's dtype
+  (``_keep``): on CPU ``mul_`` is ~15x faster than ``masked_fill_`` with a
+  bool mask (measured 0.07 ms vs 1.2 ms on a 3706x64 table), which is the
+  difference between a free mask and one that doubles BPR's step time.
 * Whenever the mask changes (:meth:`set_masks`), the weights *and every
   optimizer state tensor of the parameter's shape* (Adam's moments, momentum
   buffers, ...) are zeroed at pruned positions, so nothing can bring a pruned
@@ -132,7 +136,8 @@ class ParameterMask:
         if masks is None:
             masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in self.params.items()}
         self.masks: dict[str, torch.Tensor] = {}
-        self._pruned: dict[str, torch.Tensor] = {}
+        self._pruned: dict[str, torch.Tensor] = {}  # ~mask, for zeroing on mask changes
+        self._keep: dict[str, torch.Tensor] = {}  # mask as 0/1 in the parameter dtype, per step
         self._optimizer: torch.optim.Optimizer | None = None
         self._hook_handles: list = []
         # Called in the pre-step hook, before pruned gradients are zeroed.
@@ -155,6 +160,7 @@ class ParameterMask:
                 raise ValueError(f"mask for {name} has shape {tuple(mask.shape)}, parameter {tuple(param.shape)}")
             self.masks[name] = mask
             self._pruned[name] = ~mask
+            self._keep[name] = mask.to(param.dtype)
         self.apply()
 
     @torch.no_grad()
@@ -203,12 +209,12 @@ class ParameterMask:
             observer(self)
         for name, param in self.params.items():
             if param.grad is not None:
-                param.grad.masked_fill_(self._pruned[name], 0.0)
+                param.grad.mul_(self._keep[name])
 
     @torch.no_grad()
     def _after_step(self, optimizer, args, kwargs) -> None:
         for name, param in self.params.items():
-            param.masked_fill_(self._pruned[name], 0.0)
+            param.mul_(self._keep[name])
 
     # -------------------------------------------------------------- reporting
     @torch.no_grad()
