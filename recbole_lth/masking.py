@@ -13,9 +13,10 @@ A :class:`ParameterMask` owns one boolean mask per selected parameter
   pruned positions.  With a zero gradient, a zero weight and zero optimizer
   state at a position, Adam/AdamW/SGD(momentum)/Adagrad/RMSprop and their
   weight decay all leave that weight exactly zero.
-* Just after every step (a ``register_step_post_hook``) the pruned weights are
-  zeroed again; this costs one in-place multiply per table and keeps the
-  guarantee for any optimizer, not only the ones whose algebra we checked.
+* For any other optimizer, pruned weights are also zeroed again just after
+  every step (a ``register_step_post_hook``).  For the five RecBole learners
+  above the algebra already guarantees it (tested), so they skip that pass:
+  on a 2 ms BPR step every full-table pass is ~5% of the step.
 * The per-step zeroing multiplies by a 0/1 mask in the parameter's dtype
   (``_keep``): on CPU ``mul_`` is ~15x faster than ``masked_fill_`` with a
   bool mask (measured 0.07 ms vs 1.2 ms on a 3706x64 table), which is the
@@ -40,6 +41,12 @@ from torch import nn
 from recbole_lth.errors import ConfigError
 
 PRUNE_TARGETS = ("embeddings", "all_weights")
+
+# Optimizers for which zero grad + zero weight + zero state stays exactly zero
+# through step() (weight decay included), so no post-step re-zeroing is needed.
+ZERO_PRESERVING_OPTIMIZERS = (
+    torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.Adagrad, torch.optim.RMSprop,
+)
 PRUNE_SCOPES = ("global", "per_table")
 
 
@@ -186,14 +193,19 @@ class ParameterMask:
                     value.masked_fill_(positions[name], 0)
 
     # -------------------------------------------------------------- optimizer
-    def attach(self, optimizer: torch.optim.Optimizer) -> None:
-        """Keep pruned weights exactly zero through ``optimizer.step()``."""
+    def attach(self, optimizer: torch.optim.Optimizer, rezero_after_step: bool | None = None) -> None:
+        """Keep pruned weights exactly zero through ``optimizer.step()``.
+
+        ``rezero_after_step``: also zero pruned weights after each step;
+        default: only for optimizers not in ``ZERO_PRESERVING_OPTIMIZERS``.
+        """
         self.detach()
         self._optimizer = optimizer
-        self._hook_handles = [
-            optimizer.register_step_pre_hook(self._before_step),
-            optimizer.register_step_post_hook(self._after_step),
-        ]
+        if rezero_after_step is None:
+            rezero_after_step = type(optimizer) not in ZERO_PRESERVING_OPTIMIZERS
+        self._hook_handles = [optimizer.register_step_pre_hook(self._before_step)]
+        if rezero_after_step:
+            self._hook_handles.append(optimizer.register_step_post_hook(self._after_step))
         self.zero_optimizer_state()
 
     def detach(self) -> None:

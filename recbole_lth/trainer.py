@@ -6,7 +6,8 @@ RecBole's own ``fit`` runs unchanged (its data loaders, early stopping on the
 validation metric, full-sort evaluator); the mixin only
 
 * attaches the :class:`~recbole_lth.masking.ParameterMask` to the optimizer
-  (pruned weights stay exactly zero through every step),
+  (pruned weights stay exactly zero through every step), built as torch's
+  fused implementation of RecBole's learner where one exists,
 * keeps the best-on-validation weights in memory instead of pickling RecBole's
   Config to disk, and remembers that epoch,
 * calls ``epoch_callbacks(trainer, epoch_idx)`` after every training epoch
@@ -14,9 +15,13 @@ validation metric, full-sort evaluator); the mixin only
 """
 from __future__ import annotations
 
+import torch
 from recbole.utils import get_trainer
 
 from recbole_lth.masking import ParameterMask
+
+
+FUSABLE_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.Adagrad)
 
 
 def invalidate_caches(model) -> None:
@@ -35,14 +40,32 @@ class SparseTrainerMixin:
         self.mask.attach(self.optimizer)
         self.epoch_callbacks = list(epoch_callbacks)
         self.best_state = None
+        self.best_masks = None  # the mask of best_state (DSL changes masks while training)
         self.best_epoch = None
         self.last_epoch = None
         # The loss RecBole's loop optimises; a TicketHook may wrap it (KD).
         self.loss_func = model.calculate_loss
 
+    def _build_optimizer(self, **kwargs):
+        """RecBole's optimizer, as its fused implementation where torch has one.
+
+        Same algorithm and hyper-parameters; the fused kernel is faster, and
+        the for-loop Adam's ``exp_avg_sq.sqrt()`` hits a slow CPU path on the
+        exact zeros a pruned table keeps in its state (measured 27x slower
+        per element), which made a masked BPR step twice a dense one.
+        """
+        optimizer = super()._build_optimizer(**kwargs)
+        if type(optimizer) not in FUSABLE_OPTIMIZERS or not self.config["fused_optimizer"]:
+            return optimizer
+        try:
+            return type(optimizer)([dict(group, fused=True, foreach=None) for group in optimizer.param_groups])
+        except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device/dtype
+            return optimizer
+
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         # Called by RecBole's fit whenever the validation metric improves.
         self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.best_masks = {n: m.clone() for n, m in self.mask.masks.items()}
         self.best_epoch = epoch
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
@@ -59,7 +82,10 @@ class SparseTrainerMixin:
         validation never ran) and clear derived caches."""
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
-        self.mask.apply()
+        if self.best_masks is not None:
+            self.mask.set_masks(self.best_masks)  # zeroes the weights it prunes
+        else:
+            self.mask.apply()
         invalidate_caches(self.model)
 
     def close(self) -> None:
