@@ -5,7 +5,7 @@ its own keys; it runs with the common checks, before any data is loaded.
 """
 from __future__ import annotations
 
-from recbole_lth import search
+from recbole_lth import dsl, search
 
 METHODS = {
     "dense": search.dense,
@@ -13,6 +13,9 @@ METHODS = {
     "wr": search.wr,
     "omp": search.omp,
     "rp": search.rp,
+    "dsl": dsl.dsl,
 }
 
-CHECKS: dict = {}
+CHECKS: dict = {
+    "dsl": dsl.check,
+}

@@ -1,0 +1,92 @@
+"""Per-epoch training time of DSL vs the dense model (and optionally a static random mask, RP).
+
+They are trained side by side in one process on the same data loader with
+alternating epochs; the script prints the median epoch times, the ratio
+DSL/dense (DSL/RP with --with_rp), and the exploration share: wall time of all
+exploration updates over all DSL training epochs (target: <= 3% at the
+default ΔT).  On a shared machine pass --threads 1: short bursts of
+multi-threaded tensor work are what an oversubscribed CPU slows most.
+
+    python benchmarks/bench_dsl.py --models BPR --epochs 3 --threads 1   # ml-1m, default ΔT
+    python benchmarks/bench_dsl.py --models BPR,LightGCN --interval 100 --with_rp
+"""
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from time import perf_counter
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from recbole.utils import get_trainer, init_seed  # noqa: E402
+
+from common import alternate, arg_parser, prepare_run  # noqa: E402
+
+from recbole_lth import pruning  # noqa: E402
+from recbole_lth.config import PROPERTIES_DIR  # noqa: E402
+from recbole_lth.dsl import DSLExplorer  # noqa: E402
+from recbole_lth.masking import ParameterMask, select_prunable  # noqa: E402
+from recbole_lth.trainer import sparse_trainer  # noqa: E402
+
+DEFAULTS = yaml.safe_load(open(PROPERTIES_DIR / "dsl.yaml"))
+
+
+def main() -> None:
+    parser = arg_parser(__doc__.splitlines()[0])
+    parser.add_argument("--interval", type=int, default=DEFAULTS["dsl_update_interval"], help="ΔT (optimizer steps)")
+    parser.add_argument("--full_epochs", type=int, default=100, help="epochs of the run T_end is computed for")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--with_rp", action="store_true", help="also time a static random mask")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"dataset {args.dataset}, sparsity {args.sparsity}, ΔT {args.interval}, {args.epochs} timed epochs "
+          f"per variant (+1 warm-up), torch {torch.__version__}, threads {torch.get_num_threads()}")
+    for model_name in args.models.split(","):
+        run = prepare_run(model_name, args)
+        config, device = run.config, run.config["device"]
+        init_seed(config["seed"], config["reproducibility"])
+        trainers = {"dense": get_trainer(config["MODEL_TYPE"], config["model"])(config, run.model)}
+        masks = None
+        for name in ("rp", "dsl") if args.with_rp else ("dsl",):
+            model = copy.deepcopy(run.model)
+            params = select_prunable(model, "embeddings")
+            masks = masks or pruning.random_mask(params, args.sparsity, "global", seed=0)
+            trainers[name] = sparse_trainer(config, model, ParameterMask(params, {n: m.clone() for n, m in masks.items()}))
+        steps_per_epoch = len(run.train_data)
+        explorer = DSLExplorer(
+            args.interval, DEFAULTS["dsl_init_ratio"], DEFAULTS["dsl_decay"],
+            end_step=args.full_epochs * steps_per_epoch, scope="global",
+        )
+        explorer.attach(run, trainers["dsl"])
+        dsl_seconds = []
+
+        def dsl_epoch(e):
+            started = perf_counter()
+            trainers["dsl"]._train_epoch(run.train_data, e)
+            dsl_seconds.append(perf_counter() - started)
+
+        variants = {"dense": lambda e: trainers["dense"]._train_epoch(run.train_data, e), "dsl": dsl_epoch}
+        if args.with_rp:
+            variants["rp"] = lambda e: trainers["rp"]._train_epoch(run.train_data, e)
+        alternate(variants, 1, device)  # warm-up (allocator, caches)
+        medians = alternate(variants, args.epochs, device)
+        updates = explorer.updates
+        share = explorer.explore_seconds / sum(dsl_seconds)
+        per_update = explorer.explore_seconds / updates if updates else float("nan")
+        report = trainers["dsl"].mask.report()
+        rp = f", rp {medians['rp']:.3f} (dsl/rp {medians['dsl'] / medians['rp']:.3f})" if args.with_rp else ""
+        print(
+            f"{model_name:9s} device {device}: {steps_per_epoch} steps/epoch, "
+            f"dense {medians['dense']:.3f} s/epoch, dsl {medians['dsl']:.3f}{rp}; "
+            f"ratio dsl/dense {medians['dsl'] / medians['dense']:.3f}; "
+            f"{updates} updates in {len(dsl_seconds)} DSL epochs, {per_update * 1000:.1f} ms/update, "
+            f"exploration share {100 * share:.2f}% (active {report.total_active}/{report.total})"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""DSL: schedule, exploration update, the hook in a real optimizer loop, and
+short end-to-end runs of every backbone on ml-100k."""
+import csv
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from recbole_lth import checkpoint
+from recbole_lth.config import check_settings, merge_settings
+from recbole_lth.dsl import DSLExplorer, drop_fraction, dsl_update
+from recbole_lth.errors import ConfigError
+from recbole_lth.masking import ParameterMask
+from recbole_lth.pruning import kept_count
+from recbole_lth.trainer import SparseTrainerMixin
+
+
+# ------------------------------------------------------------------ schedule
+def test_drop_fraction_follows_each_decay():
+    rho0, end = 0.5, 1000
+    assert drop_fraction(0, rho0, end, "cosine") == pytest.approx(0.5)
+    assert drop_fraction(500, rho0, end, "cosine") == pytest.approx(0.25)
+    assert drop_fraction(250, rho0, end, "cosine") == pytest.approx(0.25 * (1 + math.cos(math.pi / 4)))
+    assert drop_fraction(250, rho0, end, "linear") == pytest.approx(0.375)
+    assert drop_fraction(999, rho0, end, "linear") == pytest.approx(0.0005)
+    assert drop_fraction(999, rho0, end, "constant") == 0.5
+    for decay in ("cosine", "linear", "constant"):
+        values = [drop_fraction(t, rho0, end, decay) for t in range(0, 1200, 50)]
+        assert all(a >= b for a, b in zip(values, values[1:]))  # never increases
+        assert drop_fraction(end, rho0, end, decay) == 0.0  # frozen from T_end on
+        assert drop_fraction(end + 7, rho0, end, decay) == 0.0
+    with pytest.raises(ValueError):
+        drop_fraction(1, rho0, end, "step")
+
+
+# ------------------------------------------------------------ one update
+def test_drops_smallest_active_and_regrows_largest_grad_inactive():
+    weights = {"t": torch.tensor([[0.5, -0.1, 0.0, 0.3], [0.0, 0.05, 0.0, -0.9]])}
+    masks = {"t": weights["t"] != 0}  # active: 0.5, -0.1, 0.3, 0.05, -0.9
+    # Large gradients at active positions, including the ones about to be
+    # dropped: none of them may be "regrown".
+    grads = {"t": torch.tensor([[9.0, 9.0, 0.2, 9.0], [-0.7, 9.0, 0.1, 9.0]])}
+    new = dsl_update(weights, grads, masks, fraction=0.4)  # round(0.4 * 5) = 2 exchanged
+    expected = torch.tensor([[True, False, True, True], [True, False, False, True]])
+    assert torch.equal(new["t"], expected)
+
+
+def test_global_scope_moves_budget_between_tables_per_table_keeps_it():
+    weights = {"a": torch.full((10,), 5.0), "b": torch.full((10,), 0.01)}
+    weights["a"][5:] = 0
+    weights["b"][5:] = 0
+    masks = {n: w != 0 for n, w in weights.items()}
+    grads = {"a": torch.ones(10), "b": torch.zeros(10)}
+    glob = dsl_update(weights, grads, masks, 0.4, "global")  # 4 exchanged: drop in b, grow in a
+    assert int(glob["a"].sum()) == 9 and int(glob["b"].sum()) == 1
+    per = dsl_update(weights, grads, masks, 0.4, "per_table")  # 2 per table
+    assert int(per["a"].sum()) == 5 and int(per["b"].sum()) == 5
+    assert not torch.equal(per["a"], masks["a"]) and not torch.equal(per["b"], masks["b"])
+
+
+@pytest.mark.parametrize("scope", ["global", "per_table"])
+def test_budget_exactly_constant_and_sets_disjoint(scope):
+    gen = torch.Generator().manual_seed(0)
+    weights = {"u": torch.randn(50, 8, generator=gen), "i": torch.randn(70, 8, generator=gen)}
+    masks = {n: torch.rand(w.shape, generator=gen) < 0.3 for n, w in weights.items()}
+    budget = {n: int(m.sum()) for n, m in masks.items()}
+    total = sum(budget.values())
+    for step in range(1, 25):  # rho_t * active stays >= 1 weight up to here
+        grads = {n: torch.randn(w.shape, generator=gen) for n, w in weights.items()}
+        new = dsl_update(weights, grads, masks, drop_fraction(step, 0.5, 30), scope)
+        dropped = {n: masks[n] & ~new[n] for n in masks}
+        grown = {n: new[n] & ~masks[n] for n in masks}
+        assert sum(int(m.sum()) for m in new.values()) == total
+        assert sum(int(d.sum()) for d in dropped.values()) == sum(int(g.sum()) for g in grown.values()) > 0
+        if scope == "per_table":
+            assert {n: int(m.sum()) for n, m in new.items()} == budget
+        for n in masks:  # pruned weights are zero, as in the mask core
+            weights[n] = (weights[n] + 0.1 * torch.randn(weights[n].shape, generator=gen)) * new[n]
+        masks = new
+
+
+def test_fraction_larger_than_the_inactive_pool_is_capped():
+    weights = {"t": torch.arange(1.0, 11.0)}
+    masks = {"t": torch.arange(10) < 9}  # 9 active, 1 inactive
+    new = dsl_update(weights, {"t": torch.ones(10)}, masks, 0.5)
+    assert int(new["t"].sum()) == 9 and bool(new["t"][9]) and not bool(new["t"][0])
+
+
+# ------------------------------------------- the hook in an optimizer loop
+def test_explorer_in_adam_loop_regrows_at_zero_with_fresh_state():
+    torch.manual_seed(0)
+    model = nn.Embedding(40, 6)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    param = model.weight
+    mask = ParameterMask({"weight": param}, {"weight": torch.rand(40, 6) < 0.4})
+    mask.attach(opt)
+    budget = int(mask.masks["weight"].sum())
+    explorer = DSLExplorer(interval=3, init_ratio=0.5, decay="cosine", end_step=20, scope="global")
+    trainer = SimpleNamespace(mask=mask, model=model, config={"train_batch_size": 8}, epoch_callbacks=[])
+    explorer.attach(None, trainer)
+
+    seen = []
+    before = {}
+
+    def snapshot(m):  # runs just before the explorer (inserted first)
+        before["mask"] = m.masks["weight"].clone()
+        before["state"] = {k: v.clone() for k, v in opt.state[param].items()} if opt.state[param] else None
+
+    def check(m):  # runs just after the explorer, before the step
+        new_mask = m.masks["weight"]
+        if torch.equal(new_mask, before["mask"]):
+            return
+        grown = new_mask & ~before["mask"]
+        dropped = before["mask"] & ~new_mask
+        assert int(new_mask.sum()) == budget
+        assert grown.any() and dropped.any()
+        assert torch.all(param[grown] == 0) and torch.all(param[dropped] == 0)
+        state = opt.state[param]
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert torch.all(state[key][grown] == 0) and torch.all(state[key][dropped] == 0)
+            assert before["state"][key][dropped].abs().sum() > 0  # there was state to reset
+        seen.append((grown, param.grad.clone()))
+
+    mask.grad_observers.insert(0, snapshot)
+    mask.grad_observers.append(check)
+    ids = torch.arange(40)
+    target = torch.randn(40, 6)
+    for step in range(1, 13):
+        opt.zero_grad()
+        loss = (model(ids) - target * step).pow(2).sum()
+        loss.backward()
+        opt.step()
+        assert int((param != 0).sum()) <= budget
+        assert torch.all(param[~mask.masks["weight"]] == 0)
+        if seen and len(seen) == explorer.updates and step % 3 == 0:
+            grown, grad = seen[-1]
+            # First Adam step from zero state: exp_avg = (1 - beta1) * g.
+            assert torch.allclose(opt.state[param]["exp_avg"][grown], 0.1 * grad[grown])
+    assert explorer.updates == len(seen) == 4  # steps 3, 6, 9, 12
+    fields = explorer.row_fields()
+    assert fields["dsl_updates"] == 4 and fields["dsl_exchanged"] > 0 and fields["explore_seconds"] > 0
+
+
+def test_load_best_restores_the_mask_of_the_best_epoch():
+    model = nn.Embedding(5, 2)
+    mask = ParameterMask({"weight": model.weight}, {"weight": torch.tensor([[True, False]] * 5)})
+    trainer = SimpleNamespace(model=model, mask=mask, best_state=None, best_masks=None)
+    SparseTrainerMixin._save_checkpoint(trainer, 0)
+    best = {k: v.clone() for k, v in model.state_dict().items()}
+    mask.set_masks({"weight": torch.tensor([[False, True]] * 5)})
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    SparseTrainerMixin.load_best(trainer)
+    assert torch.equal(mask.masks["weight"][:, 0], torch.ones(5, dtype=torch.bool))
+    assert torch.equal(model.weight, best["weight"])
+
+
+# ------------------------------------------------------------------ checks
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("dsl_decay", "step"), ("dsl_init_ratio", 0), ("dsl_init_ratio", 1.5),
+        ("dsl_update_interval", 0), ("dsl_update_interval", 2.5), ("dsl_end_step", 0),
+        ("target_sparsities", [0.5, 1.0]), ("target_sparsities", []),
+    ],
+)
+def test_bad_settings_are_refused(key, value):
+    settings = merge_settings("BPR", "ml-100k", "dsl", config_dict={key: value})
+    with pytest.raises(ConfigError) as err:
+        check_settings(settings)
+    assert err.value.key == key
+
+
+# -------------------------------------------------------------- end to end
+def _rows(result):
+    return list(csv.DictReader(open(result.results_csv)))
+
+
+def test_interval_beyond_the_run_is_exactly_rp(quick_run):
+    common = dict(epochs=1, target_sparsities=[0.7])
+    rp = quick_run("BPR", "rp", **common)
+    dsl = quick_run("BPR", "dsl", dsl_update_interval=10**6, **common)
+    rp_ticket = checkpoint.load(rp.run_dir / "tickets" / "rp_0.7000" / "ticket.pt")
+    dsl_ticket = checkpoint.load(dsl.run_dir / "tickets" / "dsl_0.7000" / "ticket.pt")
+    for name, m in rp_ticket["masks"].items():
+        assert torch.equal(m, dsl_ticket["masks"][name])
+    rp_row, dsl_row = _rows(rp)[0], _rows(dsl)[0]
+    assert dsl_row["dsl_updates"] == "0"
+    assert dsl_row["test_recall@20"] == rp_row["test_recall@20"]
+
+
+@pytest.mark.parametrize("model", ["BPR", "LightGCN", "NeuMF", "MultiVAE", "CDAE"])
+def test_every_backbone_trains_with_exploration(quick_run, model):
+    sparsity = 0.6
+    scope = "per_table" if model == "BPR" else "global"
+    extra = {
+        # NeuMF's sizes are its own keys (not embedding_size); small keeps its full sort quick.
+        "NeuMF": {"mf_embedding_size": 16, "mlp_embedding_size": 16, "mlp_hidden_size": [16]},
+        # The autoencoders batch users (943): smaller batches give several steps.
+        "MultiVAE": {"train_batch_size": 256},
+        "CDAE": {"train_batch_size": 256},
+    }.get(model, {})
+    result = quick_run(
+        model, "dsl", epochs=1, target_sparsities=[sparsity], dsl_update_interval=2, prune_scope=scope, **extra
+    )
+    row = _rows(result)[0]
+    assert int(row["dsl_updates"]) >= 1 and int(row["dsl_exchanged"]) > 0, row
+    total = int(row["prunable_params"])
+    ticket = checkpoint.load(result.run_dir / "tickets" / "dsl_0.6000" / "ticket.pt")
+    if scope == "per_table":
+        budget = sum(kept_count(m.numel(), sparsity) for m in ticket["masks"].values())
+    else:
+        budget = kept_count(total, sparsity)
+    assert int(row["active_params"]) == budget == sum(int(m.sum()) for m in ticket["masks"].values())
+    for name, m in ticket["masks"].items():  # the stored weights obey the stored mask
+        assert torch.all(ticket["state_dict"][name][~m] == 0)
+    assert int(row["nonzero_params"]) <= budget
+    assert 0.0 <= float(row["explore_fraction"]) < 1.0
+    assert 0.0 < float(row["macs_infer_rel"]) <= 1.0 and 0.0 < float(row["macs_train_rel"]) <= 1.0
+    if model == "BPR":  # per-table sparsity 0.6 on both tables
+        assert float(row["macs_infer_rel"]) == pytest.approx(1 - sparsity, abs=1e-3)
+    if model == "LightGCN":  # dense propagated embeddings dominate full-sort scoring
+        assert float(row["macs_infer_rel"]) > float(row["macs_train_rel"])
+    assert float(row["test_recall@20"]) >= 0.0
