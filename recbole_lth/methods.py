@@ -5,7 +5,7 @@ its own keys; it runs with the common checks, before any data is loaded.
 """
 from __future__ import annotations
 
-from recbole_lth import dsl, search
+from recbole_lth import dsl, pep, search
 
 METHODS = {
     "dense": search.dense,
@@ -13,9 +13,11 @@ METHODS = {
     "wr": search.wr,
     "omp": search.omp,
     "rp": search.rp,
+    "pep": pep.pep,
     "dsl": dsl.dsl,
 }
 
 CHECKS: dict = {
+    "pep": pep.check,
     "dsl": dsl.check,
 }

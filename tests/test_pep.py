@@ -1,0 +1,160 @@
+"""PEP: soft threshold, recording at the targets, retraining from the initial weights."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+from torch import nn
+
+import recbole_lth
+from recbole_lth import checkpoint, pep
+from recbole_lth.api import prepare
+from recbole_lth.config import check_settings, merge_settings
+from recbole_lth.errors import ConfigError
+from recbole_lth.methods import METHODS
+from recbole_lth.pruning import kept_count
+from recbole_lth.search import TicketHook
+
+from conftest import QUICK
+
+# Thresholds that start near zero and rise fast enough to reach 0.5 within one epoch.
+FAST = {"pep_init": -6.0, "pep_lr": 0.3, "pep_weight_decay": 1e-3}
+
+
+# ------------------------------------------------------------------ soft threshold
+def test_soft_threshold_with_very_negative_s_is_identity():
+    v = torch.randn(50, 8)
+    soft = pep.SoftThreshold((1, 1), init=-200.0)
+    assert torch.equal(soft(v), v)
+
+
+@pytest.mark.parametrize(
+    "granularity, axis, expected",
+    [
+        ("global", 0, (1, 1)),
+        ("dimension", 0, (1, 8)),
+        ("feature", 0, (30, 1)),
+        ("feature_dimension", 0, (30, 8)),
+        ("dimension", 1, (30, 1)),  # Linear (h, n_items): items are columns
+        ("feature", 1, (1, 8)),
+    ],
+)
+def test_threshold_shape_and_cut(granularity, axis, expected):
+    assert pep.threshold_shape((30, 8), granularity, axis) == expected
+    torch.manual_seed(0)
+    v = torch.randn(30, 8, requires_grad=True)
+    soft = pep.SoftThreshold(expected, init=0.0)
+    with torch.no_grad():
+        soft.s.copy_(torch.randn(expected) - 1.0)
+    out = soft(v)
+    g = torch.sigmoid(soft.s).expand_as(v)
+    kept = v.abs() > g
+    assert 0 < int(kept.sum()) < v.numel()
+    assert torch.equal(out == 0, ~kept)
+    assert torch.allclose(out[kept], (torch.sign(v) * (v.abs() - g))[kept])
+    out.sum().backward()
+    # The paper's sub-gradient (Eq. 11): 1 where the weight survives, 0 where it is cut.
+    assert torch.equal(v.grad, kept.float())
+    assert soft.s.grad is not None and soft.s.grad.shape == expected
+
+
+def test_feature_axis_is_the_item_side():
+    class Toy(nn.Module):
+        n_items = 40
+
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(40, 8)
+            self.encoder = nn.Linear(40, 8)
+            self.decoder = nn.Linear(8, 40)
+
+    toy = Toy()
+    assert [pep.feature_axis(toy, n) for n in ("emb.weight", "encoder.weight", "decoder.weight")] == [0, 1, 0]
+
+
+def test_checks():
+    base = {"model": "BPR", "dataset": "ml-100k", "method": "pep"}
+    for key, bad in [
+        ("pep_granularity", "row"), ("pep_init", "low"), ("target_sparsities", [0.5, 1.0]),
+        ("target_sparsities", []), ("pep_lr", 0), ("pep_weight_decay", -1),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            check_settings(merge_settings(config_dict={**base, key: bad}))
+        assert err.value.key == key
+    check_settings(merge_settings(config_dict=base))
+
+
+# ------------------------------------------------------------------ search + retrain
+class StartWeights(TicketHook):
+    """Records each ticket's weights as training starts (mask already applied)."""
+
+    def __init__(self):
+        self.starts = []
+
+    def attach(self, run, trainer):
+        self.starts.append(
+            ({n: p.detach().clone() for n, p in run.prunable.items()}, {n: m.clone() for n, m in trainer.mask.masks.items()})
+        )
+
+
+def test_bpr_search_records_exact_masks_and_rewinds(tmp_path, monkeypatch):
+    targets = [0.5, 0.7]
+    settings = {**QUICK, **FAST, "target_sparsities": targets, "run_dir": str(tmp_path / "run")}
+
+    # Host-side trajectory of the search's nonzero count (the test may sync; the hook must not).
+    trajectory = []
+    record = pep.PepSearch.record
+
+    def traced(self):
+        record(self)
+        trajectory.append(sum(int((self.margin(n) > 0).sum()) for n in self.originals))
+
+    monkeypatch.setattr(pep.PepSearch, "record", traced)
+    run = prepare(model="BPR", dataset="ml-100k", method="pep", config_dict=settings)
+    starts = StartWeights()
+    run.ticket_hooks.append(starts)
+    METHODS["pep"](run)
+
+    total = sum(p.numel() for p in run.prunable.values())
+    meta = checkpoint.read_json(run.run_dir / "pep_search.json")
+    assert meta["stopped_early"] and meta["search_epochs"] == 1  # both targets within the first epoch
+    init = run.init_state()
+    for target, entry, row, (weights, masks) in zip(targets, meta["targets"], run.rows, starts.starts):
+        keep = kept_count(total, target)
+        # Recorded at the first step whose nonzero count reached the target's, with exactly `keep` kept.
+        first = next(step for step, nonzero in enumerate(trajectory) if nonzero <= keep)
+        assert entry["reached"] and entry["search_step"] == first > 0
+        assert entry["pep_sparsity"] == pytest.approx(1 - trajectory[first] / total, abs=1e-6)
+        assert row["active_params"] == keep and row["ticket"] == f"pep_{target:.4f}"
+        assert row["search_step"] == first and row["search_seconds"] == meta["search_seconds"]
+        assert "test_recall@20" in row
+        # Retraining starts from the saved initial values, masked.
+        for name in run.prunable:
+            assert torch.equal(weights[name], init[name] * masks[name])
+    # The search ran on a copy: the run's model holds no threshold.
+    assert not any("parametrizations" in n for n, _ in run.model.named_parameters())
+
+    # Resume: nothing is searched or trained again, the rows are the same.
+    monkeypatch.setattr(pep.PepSearch, "fit", lambda self: pytest.fail("search repeated"))
+    again = recbole_lth.run(model="BPR", dataset="ml-100k", method="pep", config_dict=settings)
+    assert again.rows == run.rows
+
+
+def test_unreached_target_is_noted_not_trained(quick_run):
+    result = quick_run("BPR", "pep", epochs=1, target_sparsities=[0.99], pep_init=-10.0, pep_lr=1e-4)
+    rows = list(csv.DictReader(open(result.results_csv)))
+    assert len(rows) == 1 and rows[0]["note"].startswith("not reached")
+    assert rows[0].get("test_recall@20") in (None, "")
+    assert not (result.run_dir / "tickets").exists()
+    assert "not reached" in (result.run_dir / "run.log").read_text()
+
+
+@pytest.mark.parametrize("model", ["LightGCN", "NeuMF", "MultiVAE", "CDAE"])
+def test_backbones_search_and_retrain(quick_run, model):
+    # The autoencoders step once per batch of users: small batches give several steps per epoch.
+    batch = {"train_batch_size": 32} if model in ("MultiVAE", "CDAE") else {}
+    result = quick_run(model, "pep", epochs=1, target_sparsities=[0.5], **batch, **FAST)
+    (row,) = result.rows
+    assert row["sparsity"] == pytest.approx(0.5, abs=1e-6)
+    assert row["search_step"] >= 0 and row["test_recall@20"] >= 0
