@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from recbole_lth import checkpoint
+from recbole_lth import checkpoint, distill
 from recbole_lth.config import (
     VOLATILE_KEYS, check_settings, default_run_dir, merge_settings, resolve_data_path,
 )
@@ -142,6 +142,7 @@ def run(model=None, dataset=None, method=None, config_files=None, config_dict=No
     prepared = prepare(model, dataset, method, config_files, config_dict)
     try:
         logger.info(f"run directory: {prepared.run_dir}")
+        distill.install(prepared)  # kd_weight > 0: distil every sparse ticket of any method
         METHODS[prepared.settings["method"]](prepared)
         logger.info(f"results: {prepared.run_dir / 'results.csv'}")
         return RunResult(prepared.run_dir, prepared.rows)

@@ -142,6 +142,10 @@ def check_settings(settings: dict) -> None:
     if settings["method"] in CHECKS:
         CHECKS[settings["method"]](settings)
 
+    from recbole_lth.distill import check_distillation
+
+    check_distillation(settings)  # kd_* keys apply to every method
+
 
 def bundled_data_path() -> str:
     import recbole

@@ -1,0 +1,226 @@
+"""Distillation (Distiller, kd_* keys, imp_kd/rp_kd) and the small_dense/lcm baselines."""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import shutil
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from recbole_lth import baselines, checkpoint, distill
+from recbole_lth.api import prepare
+from recbole_lth.config import check_settings, merge_settings
+from recbole_lth.errors import ConfigError
+from recbole_lth.masking import ParameterMask, select_prunable
+from recbole_lth.methods import METHODS
+from recbole_lth.search import Run
+
+from conftest import QUICK
+
+ONE_EPOCH = {**QUICK, "epochs": 1}
+MODELS = ("BPR", "LightGCN", "NeuMF", "MultiVAE", "CDAE")
+
+
+def _prepare(tmp_path, model, method="imp", **overrides) -> Run:
+    run = prepare(model=model, dataset="ml-100k", method=method,
+                  config_dict={**ONE_EPOCH, "output_root": str(tmp_path / "runs"), **overrides})
+    logging.getLogger().removeHandler(run._log_handler)
+    run._log_handler.close()
+    return run
+
+
+def _rows(result_or_dir):
+    path = getattr(result_or_dir, "results_csv", None) or result_or_dir / "results.csv"
+    return list(csv.DictReader(open(path)))
+
+
+def _ticket(run_dir, key):
+    return checkpoint.load(run_dir / "tickets" / key / "ticket.pt")
+
+
+def _same_tensors(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ------------------------------------------------------------------ losses
+def test_score_kd_loss_is_zero_iff_student_equals_teacher():
+    torch.manual_seed(0)
+    teacher = torch.randn(8, 5) * 3
+    for softmax in (False, True):
+        for temperature in (0.5, 1.0, 4.0):
+            assert distill.score_kd_loss(teacher.clone(), teacher, temperature, softmax).item() == 0.0
+            other = teacher + 0.1 * torch.randn(8, 5)
+            assert distill.score_kd_loss(other, teacher, temperature, softmax).item() > 0.0
+    # The softmax form ignores a per-row shift (MultiVAE's logits), the Bernoulli form does not.
+    assert abs(distill.score_kd_loss(teacher + 2.0, teacher, 1.0, True).item()) < 1e-6
+    assert distill.score_kd_loss(teacher + 2.0, teacher, 1.0, False).item() > 0.0
+
+
+def test_ranking_weights_follow_position_importance():
+    w = distill.ranking_weights(4, 1.0, "cpu")
+    assert torch.allclose(w.sum(), torch.tensor(1.0))
+    assert torch.allclose(w[1:] / w[:-1], torch.full((3,), math.exp(-1.0)))
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+def test_kd_losses_and_small_sizes_on_every_model(tmp_path, model_name):
+    run = _prepare(tmp_path, model_name, kd_weight=1.0)
+    model = run.model
+    batch = next(iter(run.train_data)).to(run.device)
+
+    # Score KD: zero when the student is the teacher (deterministic in eval mode), positive otherwise.
+    teacher = distill.build_teacher(run, model.state_dict())
+    distiller = distill.Distiller({**run.settings, "kd_type": "score"})
+    distiller.teacher = teacher
+    model.eval()
+    assert distiller.kd_loss(model, batch).item() == pytest.approx(0.0, abs=1e-7)
+    with torch.no_grad():
+        for p in run.prunable.values():
+            p.add_(torch.randn_like(p))
+    assert distiller.kd_loss(model, batch).item() > 1e-6
+    model.train()
+
+    # Ranking KD: the teacher's top-K avoid each user's training items; the
+    # loss is positive and its gradient reaches the student only.
+    ranking = distill.Distiller({**run.settings, "kd_type": "ranking", "kd_topk": 5})
+    ranking.teacher = teacher
+    dataset = run.train_data.dataset
+    ranking.teacher_topk = distill.teacher_top_items(teacher, dataset, 5, 100, run.device)
+    ranking.rank_weights = distill.ranking_weights(5, 1.0, run.device)
+    assert ranking.teacher_topk.shape == (dataset.user_num, 5)
+    history = dataset.inter_matrix(form="csr")
+    for user in (1, 2, dataset.user_num - 1):
+        seen = set(history[user].indices.tolist())
+        assert seen and not seen & set(ranking.teacher_topk[user].tolist())
+    loss = ranking.kd_loss(model, batch)
+    assert loss.item() > 0
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in run.prunable.values())
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+
+    # small_dense: each prunable table keeps its other side and ⌈w·(1-s)⌉ of the shrunk side.
+    small = baselines.build_model(run, baselines.small_sizes(run.config, 0.5))
+    small_tables = select_prunable(small, run.settings["prune_params"])
+    assert small_tables.keys() == run.prunable.keys()
+    for name, full in run.prunable.items():
+        kept = [a == b for a, b in zip(full.shape, small_tables[name].shape)]
+        assert kept.count(True) == 1, (name, full.shape, small_tables[name].shape)
+        side = kept.index(False)
+        assert small_tables[name].shape[side] == math.ceil(full.shape[side] * 0.5)
+    assert run.config["embedding_size"] == 16  # the run's config is restored
+
+
+# ---------------------------------------------------------- KD ticket runs
+def test_kd_weight_zero_is_the_plain_run_and_kd_keeps_the_teacher_frozen(quick_run, tmp_path):
+    plain = quick_run("BPR", "imp", rounds=1, epochs=1)
+    zero = quick_run("BPR", "imp_kd", rounds=1, epochs=1, kd_weight=0)
+    ignore = {"method", "train_seconds"}
+    plain_rows, zero_rows = _rows(plain), _rows(zero)
+    assert [{k: v for k, v in r.items() if k not in ignore} for r in plain_rows] == [
+        {k: v for k, v in r.items() if k not in ignore} for r in zero_rows
+    ]
+    for key in ("round_00", "round_01"):
+        a, b = _ticket(plain.run_dir, key), _ticket(zero.run_dir, key)
+        assert _same_tensors(a["masks"], b["masks"]) and _same_tensors(a["state_dict"], b["state_dict"])
+
+    # The same run with distillation: round 1 is distilled from round 0 and
+    # the teacher's weights never change.
+    run = _prepare(tmp_path, "BPR", "imp_kd", rounds=1, kd_weight=1.0, kd_type="ranking")
+    # Round 0 is the plain run's (a finished ticket is resumed, not retrained).
+    shutil.copytree(plain.run_dir / "tickets" / "round_00", run.run_dir / "tickets" / "round_00")
+    distill.install(run)
+    METHODS["imp_kd"](run)
+    (distiller,) = [h for h in run.ticket_hooks if isinstance(h, distill.Distiller)]
+    dense = _ticket(run.run_dir, "round_00")
+    assert _same_tensors({k: v.cpu() for k, v in distiller.teacher.state_dict().items()}, dense["state_dict"])
+    kd_round = _ticket(run.run_dir, "round_01")
+    assert _same_tensors(kd_round["masks"], _ticket(plain.run_dir, "round_01")["masks"])
+    assert not _same_tensors(kd_round["state_dict"], _ticket(plain.run_dir, "round_01")["state_dict"])
+    rows = _rows(run.run_dir)
+    assert [(r["ticket"], r["kd_weight"], r["kd_type"]) for r in rows] == [
+        ("round_00", "", ""), ("round_01", "1.0", "ranking")
+    ]
+    # A ticket with a full mask (the dense model, the teacher itself) is left alone.
+    dense_trainer = SimpleNamespace(mask=ParameterMask(run.prunable), model=run.model, loss_func=run.model.calculate_loss)
+    distiller.attach(run, dense_trainer)
+    assert dense_trainer.loss_func == run.model.calculate_loss
+    assert distiller.row_fields() == {"kd_weight": 0.0, "kd_type": ""}
+
+
+def test_rp_kd_trains_its_dense_teacher_first_and_takes_kd_teacher(quick_run, tmp_path):
+    # MultiVAE: autoencoder scores (whole rows), softmax score KD.
+    result = quick_run("MultiVAE", "rp_kd", epochs=1, target_sparsities=[0.5], kd_type="score")
+    rows = _rows(result)
+    # The dense teacher is trained before distillation is installed: no kd columns in its row.
+    assert [(r["ticket"], r["kd_weight"]) for r in rows] == [("dense", ""), ("rp_0.5000", "1.0")]
+    assert all(math.isfinite(float(r["test_recall@20"])) for r in rows)
+
+    # With kd_teacher, no dense ticket is trained: the teacher is that checkpoint.
+    path = result.run_dir / "tickets" / "dense" / "ticket.pt"
+    run = _prepare(tmp_path, "MultiVAE", "rp_kd", target_sparsities=[0.5], kd_type="score", kd_teacher=str(path))
+    distill.install(run)
+    (distiller,) = run.ticket_hooks
+    assert run.rows == [] and not (run.run_dir / "tickets").exists()
+    distiller.load_teacher(run)
+    expected = checkpoint.load(path)["state_dict"]
+    assert _same_tensors({k: v.cpu() for k, v in distiller.teacher.state_dict().items()}, expected)
+
+    # A checkpoint of another model stops the run before any training.
+    wrong = _prepare(tmp_path, "BPR", "rp_kd", target_sparsities=[0.5], kd_teacher=str(path))
+    with pytest.raises(ConfigError, match="kd_teacher"):
+        distill.install(wrong)
+    assert wrong.rows == []
+
+
+# --------------------------------------------------------------- baselines
+def test_small_dense_and_lcm_rows(quick_run):
+    small = quick_run("BPR", "small_dense", epochs=1, target_sparsities=[0.5])
+    (row,) = _rows(small)
+    full = int(row["prunable_params"])
+    n_rows = full // 16  # n_users + n_items
+    assert row["ticket"] == "small_dense_0.5000" and float(row["target_sparsity"]) == 0.5
+    assert int(row["nonzero_params"]) == int(row["active_params"]) == n_rows * 8
+    assert int(row["trainable_params"]) == n_rows * 8
+    assert float(row["sparsity"]) == 0.5
+    stored = _ticket(small.run_dir, "small_dense_0.5000")["state_dict"]
+    assert stored["user_embedding.weight"].shape[1] == 8
+    assert (small.run_dir / "small_dense_0.5000_init.pt").exists()
+
+    lcm = quick_run("LightGCN", "lcm", epochs=1, target_sparsities=[0.75])
+    dense_row, lcm_row = _rows(lcm)
+    assert (dense_row["ticket"], lcm_row["ticket"]) == ("dense", "lcm_0.7500")
+    assert int(lcm_row["prunable_params"]) == n_rows * 16
+    assert int(lcm_row["nonzero_params"]) == n_rows * 4  # the deployed table E_teacher W + b
+    assert int(lcm_row["trainable_params"]) == 2 * (16 * 4 + 4)  # the two projections
+    assert float(lcm_row["sparsity"]) == 0.75
+    teacher = _ticket(lcm.run_dir, "dense")["state_dict"]
+    trained = _ticket(lcm.run_dir, "lcm_0.7500")["state_dict"]
+    for name in ("user_embedding", "item_embedding"):
+        assert torch.equal(trained[f"{name}.teacher_table"], teacher[f"{name}.weight"])  # frozen
+
+
+# -------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "method, overrides, key",
+    [
+        ("imp", {"kd_weight": -1}, "kd_weight"),
+        ("imp_kd", {"kd_type": "logits"}, "kd_type"),
+        ("imp_kd", {"kd_temperature": 0}, "kd_temperature"),
+        ("imp_kd", {"kd_topk": 0}, "kd_topk"),
+        ("rp", {"kd_weight": 1.0, "kd_teacher": "missing.pt"}, "kd_teacher"),
+        ("imp_kd", {"rounds": None}, "rounds"),
+        ("omp_kd", {"target_sparsities": []}, "target_sparsities"),
+        ("small_dense", {"kd_weight": 1.0}, "kd_weight"),
+        ("small_dense", {"target_sparsities": [1.0]}, "target_sparsities"),
+        ("lcm", {"model": "NeuMF"}, "model"),
+    ],
+)
+def test_bad_kd_and_baseline_settings(method, overrides, key):
+    overrides = dict(overrides)
+    settings = merge_settings(overrides.pop("model", "BPR"), "ml-100k", method, None, overrides)
+    with pytest.raises(ConfigError) as err:
+        check_settings(settings)
+    assert err.value.key == key
