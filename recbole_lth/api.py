@@ -20,6 +20,7 @@ from recbole_lth.config import (
 )
 from recbole_lth.errors import ConfigError
 from recbole_lth.masking import select_prunable
+from recbole_lth.report import save_popularity, write_report_logged
 
 logger = logging.getLogger("recbole_lth")
 
@@ -116,6 +117,7 @@ def prepare(model=None, dataset=None, method=None, config_files=None, config_dic
     data = create_dataset(config)
     logger.info(str(data))
     train_data, valid_data, test_data = data_preparation(config, data)
+    save_popularity(run_dir, train_data.dataset)  # training-split counts for the report
     init_seed(config["seed"], config["reproducibility"])
     model_obj = get_model(config["model"])(config, train_data.dataset).to(config["device"])
     prunable = select_prunable(model_obj, settings["prune_params"])
@@ -145,6 +147,7 @@ def run(model=None, dataset=None, method=None, config_files=None, config_dict=No
         distill.install(prepared)  # kd_weight > 0: distil every sparse ticket of any method
         METHODS[prepared.settings["method"]](prepared)
         logger.info(f"results: {prepared.run_dir / 'results.csv'}")
+        write_report_logged(prepared.run_dir, prepared.model)  # a failure is a warning; results are on disk
         return RunResult(prepared.run_dir, prepared.rows)
     finally:
         logging.getLogger().removeHandler(prepared._log_handler)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+from recbole_lth import commands
 from recbole_lth.config import parse_value
 from recbole_lth.errors import ConfigError, TrainingDiverged
 
@@ -35,6 +36,8 @@ def parse_args(argv: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in commands.COMMANDS:  # report / export / compare on finished run directories
+        return commands.main(argv)
     try:
         options = parse_args(argv)
         from recbole_lth.api import run

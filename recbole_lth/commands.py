@@ -1,0 +1,59 @@
+"""Subcommands on finished run directories (``python run_recbole_lth.py report RUN_DIR`` ...).
+
+    report  RUN_DIR [--ticket KEY] [--buckets N]   report.md, curve.png, embedding_sizes.png
+    export  RUN_DIR TICKET [--out PATH]            compact ticket (default RUN_DIR/exports/TICKET.pt)
+    compare RUN_DIR... [--out DIR]                 comparison.csv/.md/.png (default ./lth_compare)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+COMMANDS = ("report", "export", "compare")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run_recbole_lth.py", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    report = sub.add_parser("report", help="write report.md and its pictures into a run directory")
+    report.add_argument("run_dir")
+    report.add_argument("--ticket", default=None, help="ticket for the embedding-size analysis (default: sparsest)")
+    report.add_argument("--buckets", type=int, default=5, help="popularity buckets (default 5)")
+    export = sub.add_parser("export", help="write one ticket in the compact format")
+    export.add_argument("run_dir")
+    export.add_argument("ticket")
+    export.add_argument("--out", default=None)
+    compare = sub.add_parser("compare", help="merge several run directories into one table and picture")
+    compare.add_argument("run_dirs", nargs="+")
+    compare.add_argument("--out", default="lth_compare")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "report":
+            from recbole_lth.report import write_report
+
+            if args.buckets < 1:
+                raise ValueError(f"--buckets={args.buckets}: allowed values are whole numbers >= 1")
+            print(f"report: {write_report(args.run_dir, ticket=args.ticket, buckets=args.buckets)}")
+        elif args.command == "export":
+            from recbole_lth.checkpoint import load
+            from recbole_lth.export import export_ticket
+
+            path = export_ticket(args.run_dir, args.ticket, args.out)
+            stored = load(os.path.join(args.run_dir, "tickets", args.ticket, "ticket.pt"))
+            dense = sum(stored["state_dict"][n].numel() * stored["state_dict"][n].element_size()
+                        for n in stored["masks"])
+            size = os.path.getsize(path)
+            print(f"export: {path} ({size} bytes; dense prunable tables {dense} bytes, ratio {size / dense:.4f})")
+        else:
+            from recbole_lth.compare import compare
+
+            print(f"comparison: {compare(args.run_dirs, args.out)}")
+    except (FileNotFoundError, ValueError) as err:
+        print(f"recbole_lth: {err}", file=sys.stderr)
+        return 2
+    return 0
