@@ -95,6 +95,15 @@ def check_sparsity(key: str, value, allow_none=False) -> None:
         raise ConfigError(key, value, "a number in [0, 1)" + (" or null" if allow_none else ""))
 
 
+def check_target_sparsities(settings: dict) -> None:
+    """Methods that train one ticket per entry of ``target_sparsities``."""
+    targets = settings.get("target_sparsities")
+    if not isinstance(targets, list) or not targets:
+        raise ConfigError("target_sparsities", targets, "a non-empty list of numbers in [0, 1)")
+    for value in targets:
+        check_sparsity("target_sparsities", value)
+
+
 def check_settings(settings: dict) -> None:
     """Every check that needs no dataset and no model."""
     model = settings.get("model")
@@ -123,12 +132,8 @@ def check_settings(settings: dict) -> None:
     if settings["method"] in ("imp", "wr") and rounds is None and settings.get("target_sparsity") is None:
         raise ConfigError("rounds", rounds, "a whole number >= 0 when target_sparsity is null")
 
-    targets = settings.get("target_sparsities")
     if settings["method"] in ("omp", "rp"):
-        if not isinstance(targets, list) or not targets:
-            raise ConfigError("target_sparsities", targets, "a non-empty list of numbers in [0, 1)")
-        for value in targets:
-            check_sparsity("target_sparsities", value)
+        check_target_sparsities(settings)
 
     epochs = settings.get("epochs")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:

@@ -346,10 +346,6 @@ def check_imp_kd(settings: dict) -> None:
 
 
 def check_target_sparsities(settings: dict) -> None:
-    from recbole_lth.config import check_sparsity
+    from recbole_lth.config import check_target_sparsities as check
 
-    targets = settings.get("target_sparsities")
-    if not isinstance(targets, list) or not targets:
-        raise ConfigError("target_sparsities", targets, "a non-empty list of numbers in [0, 1)")
-    for value in targets:
-        check_sparsity("target_sparsities", value)
+    check(settings)

@@ -27,7 +27,7 @@ from time import perf_counter
 import torch
 
 from recbole_lth import costs, pruning
-from recbole_lth.config import check_sparsity
+from recbole_lth.config import check_target_sparsities
 from recbole_lth.errors import ConfigError
 from recbole_lth.search import Run, TicketHook
 
@@ -220,11 +220,7 @@ def _is_int(value) -> bool:
 
 
 def check(settings: dict) -> None:
-    targets = settings.get("target_sparsities")
-    if not isinstance(targets, list) or not targets:
-        raise ConfigError("target_sparsities", targets, "a non-empty list of numbers in [0, 1)")
-    for value in targets:
-        check_sparsity("target_sparsities", value)
+    check_target_sparsities(settings)
     decay = settings.get("dsl_decay")
     if decay not in DECAYS:
         raise ConfigError("dsl_decay", decay, ", ".join(DECAYS))

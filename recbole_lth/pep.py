@@ -38,7 +38,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from recbole_lth import checkpoint
-from recbole_lth.config import _is_number, check_sparsity
+from recbole_lth.config import _is_number, check_target_sparsities
 from recbole_lth.errors import ConfigError
 from recbole_lth.pruning import _counts, _keep_top, kept_count
 from recbole_lth.search import TicketHook
@@ -308,11 +308,7 @@ def pep(run) -> None:
 
 
 def check(settings: dict) -> None:
-    targets = settings.get("target_sparsities")
-    if not isinstance(targets, list) or not targets:
-        raise ConfigError("target_sparsities", targets, "a non-empty list of numbers in [0, 1)")
-    for value in targets:
-        check_sparsity("target_sparsities", value)
+    check_target_sparsities(settings)
     if settings.get("pep_granularity") not in GRANULARITIES:
         raise ConfigError("pep_granularity", settings.get("pep_granularity"), ", ".join(GRANULARITIES))
     if not _is_number(settings.get("pep_init")):

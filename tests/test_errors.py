@@ -24,6 +24,7 @@ from recbole_lth.cli import main
         (["--config_files=missing.yaml"], "config_files", "existing yaml"),
     ],
 )
+@pytest.mark.filterwarnings("ignore")  # RecBole's own library warnings are not our message
 def test_bad_input_is_one_clear_line_and_no_training(tmp_path, capsys, args, key, allowed):
     base = {"--model": "BPR", "--dataset": "ml-100k", "--method": "imp", "--epochs": "2"}
     for arg in args:
