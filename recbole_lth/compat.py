@@ -152,9 +152,13 @@ class _SeqFillingPandas(types.ModuleType):
 
 
 def _agg_len_is_elementwise() -> bool:
+    import warnings
+
     import pandas as pd
 
-    return isinstance(pd.Series([[1, 2]]).agg(len), pd.Series)
+    with warnings.catch_warnings():  # pandas 2.x warns that this behaviour is going away
+        warnings.simplefilter("ignore", FutureWarning)
+        return isinstance(pd.Series([[1, 2]]).agg(len), pd.Series)
 
 
 @contextlib.contextmanager
