@@ -150,6 +150,18 @@ def _pyplot():
     return plt
 
 
+def _save_figure(plt, fig, axes, title: str, path) -> Path:
+    """Grid and legend on every panel, a title, and a PNG written to ``path``."""
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_curves(path, series: list[tuple], baselines: list[tuple], metrics: list[str], title: str) -> Path:
     """Test metric vs sparsity: ``series`` = [(label, rows)], ``baselines`` = [(label, row)]
     drawn as horizontal dashed lines; one panel per metric."""
@@ -172,13 +184,7 @@ def plot_curves(path, series: list[tuple], baselines: list[tuple], metrics: list
         ax.set_xlabel("sparsity of the prunable tables (fraction of weights pruned)")
         ax.set_ylabel(metric_label(metric))
         ax.set_xlim(left=min(0.0, ax.get_xlim()[0]))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save_figure(plt, fig, axes, title, path)
 
 
 # ------------------------------------------------------------- popularity
@@ -291,13 +297,7 @@ def plot_embedding_sizes(path, records: list[dict], title: str) -> Path:
         ax.set_xlabel(f"{side} popularity bucket (1 = fewest training interactions)")
         ax.set_ylabel("mean fraction of dimensions kept")
         ax.set_ylim(0, 1.05)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save_figure(plt, fig, axes, title, path)
 
 
 # ------------------------------------------------------------------ costs
