@@ -103,3 +103,52 @@ def test_selection_modes():
     assert list(select_prunable(model, ["head.*"])) == ["head.weight", "head.bias"]
     with pytest.raises(ConfigError, match="prune_params"):
         select_prunable(model, ["nothing*"])
+
+
+class DriftingSGD(torch.optim.SGD):
+    """An optimizer outside the zero-preserving set: it moves every weight."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        super().step(closure)
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.add_(0.01)
+
+
+def test_other_optimizers_get_the_post_step_rezero():
+    model = TwoTables()
+    optimizer = DriftingSGD(model.parameters(), lr=0.01)
+    mask = ParameterMask.for_model(model, "embeddings")
+    masks = {n: torch.rand_like(p) > 0.5 for n, p in mask.params.items()}
+    mask.set_masks(masks)
+    mask.attach(optimizer)
+    _train(model, optimizer, 3)
+    for name, param in mask.params.items():
+        assert torch.count_nonzero(param.detach()[~masks[name]]) == 0
+    # and without the hook the drift would have revived them
+    mask.attach(optimizer, rezero_after_step=False)
+    _train(model, optimizer, 1)
+    assert any(torch.count_nonzero(p.detach()[~masks[n]]) > 0 for n, p in mask.params.items())
+
+
+def test_trainer_builds_the_fused_optimizer_unless_disabled(tmp_path):
+    from recbole_lth import api
+    from recbole_lth.trainer import sparse_trainer
+
+    from conftest import QUICK
+
+    for fused in (True, False):
+        run = api.prepare(model="BPR", dataset="ml-100k", method="dense", config_dict={
+            **QUICK, "fused_optimizer": fused, "output_root": str(tmp_path / str(fused))})
+        try:
+            mask = ParameterMask(run.prunable)
+            trainer = sparse_trainer(run.config, run.model, mask)
+            assert isinstance(trainer.optimizer, torch.optim.Adam)
+            assert all(bool(g.get("fused")) is fused for g in trainer.optimizer.param_groups)
+            assert mask._optimizer is trainer.optimizer
+        finally:
+            import logging
+
+            logging.getLogger().removeHandler(run._log_handler)
+            run._log_handler.close()
