@@ -12,7 +12,6 @@ multi-threaded tensor work are what an oversubscribed CPU slows most.
 """
 from __future__ import annotations
 
-import copy
 import os
 import sys
 from time import perf_counter
@@ -21,15 +20,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
-from recbole.utils import get_trainer, init_seed  # noqa: E402
 
-from common import alternate, arg_parser, prepare_run  # noqa: E402
+from common import alternate, arg_parser, masked_trainer, prepare_run, recbole_trainer  # noqa: E402
 
-from recbole_lth import pruning  # noqa: E402
 from recbole_lth.config import PROPERTIES_DIR  # noqa: E402
 from recbole_lth.dsl import DSLExplorer  # noqa: E402
-from recbole_lth.masking import ParameterMask, select_prunable  # noqa: E402
-from recbole_lth.trainer import sparse_trainer  # noqa: E402
 
 DEFAULTS = yaml.safe_load(open(PROPERTIES_DIR / "dsl.yaml"))
 
@@ -47,15 +42,10 @@ def main() -> None:
           f"per variant (+1 warm-up), torch {torch.__version__}, threads {torch.get_num_threads()}")
     for model_name in args.models.split(","):
         run = prepare_run(model_name, args)
-        config, device = run.config, run.config["device"]
-        init_seed(config["seed"], config["reproducibility"])
-        trainers = {"dense": get_trainer(config["MODEL_TYPE"], config["model"])(config, run.model)}
-        masks = None
+        device = run.config["device"]
+        trainers = {"dense": recbole_trainer(run)}
         for name in ("rp", "dsl") if args.with_rp else ("dsl",):
-            model = copy.deepcopy(run.model)
-            params = select_prunable(model, "embeddings")
-            masks = masks or pruning.random_mask(params, args.sparsity, "global", seed=0)
-            trainers[name] = sparse_trainer(config, model, ParameterMask(params, {n: m.clone() for n, m in masks.items()}))
+            trainers[name] = masked_trainer(run, args.sparsity)  # RP and DSL start from the same mask
         steps_per_epoch = len(run.train_data)
         explorer = DSLExplorer(
             args.interval, DEFAULTS["dsl_init_ratio"], DEFAULTS["dsl_decay"],

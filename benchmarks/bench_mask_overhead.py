@@ -13,20 +13,15 @@ It prints masked/dense (the cost of the mask; targets: <= 1.10 on CPU,
 """
 from __future__ import annotations
 
-import copy
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-from recbole.utils import get_trainer, init_seed  # noqa: E402
 
-from common import alternate, arg_parser, prepare_run  # noqa: E402
+from common import alternate, arg_parser, masked_trainer, prepare_run, recbole_trainer  # noqa: E402
 
-from recbole_lth import pruning  # noqa: E402
-from recbole_lth.masking import ParameterMask, select_prunable  # noqa: E402
-from recbole_lth.trainer import sparse_trainer  # noqa: E402
 
 
 def main() -> None:
@@ -35,14 +30,12 @@ def main() -> None:
           f"(+1 warm-up), torch {torch.__version__}, threads {torch.get_num_threads()}")
     for model_name in args.models.split(","):
         run = prepare_run(model_name, args)
-        config, device = run.config, run.config["device"]
-        init_seed(config["seed"], config["reproducibility"])
-        models = {name: copy.deepcopy(run.model) for name in ("recbole", "dense", "masked")}
-        trainers = {"recbole": get_trainer(config["MODEL_TYPE"], config["model"])(config, models["recbole"])}
-        for name, sparsity in (("dense", 0.0), ("masked", args.sparsity)):
-            params = select_prunable(models[name], "embeddings")
-            masks = pruning.random_mask(params, sparsity, "global", seed=0)
-            trainers[name] = sparse_trainer(config, models[name], ParameterMask(params, masks))
+        device = run.config["device"]
+        trainers = {
+            "recbole": recbole_trainer(run),
+            "dense": masked_trainer(run, 0.0),
+            "masked": masked_trainer(run, args.sparsity),
+        }
         variants = {name: (lambda e, t=t: t._train_epoch(run.train_data, e)) for name, t in trainers.items()}
         alternate(variants, 1, device)  # warm-up (allocator, caches)
         medians = alternate(variants, args.epochs, device)

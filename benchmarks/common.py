@@ -6,6 +6,7 @@ epochs, medians), never absolute targets in tests.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import tempfile
 from pathlib import Path
@@ -39,6 +40,27 @@ def prepare_run(model: str, args, method: str = "dense", **overrides):
         "use_gpu": bool(args.use_gpu), "gpu_id": args.gpu_id, **overrides,
     }
     return api.prepare(model=model, dataset=args.dataset, method=method, config_dict=settings)
+
+
+def recbole_trainer(run):
+    """RecBole's own trainer for the run's model, untouched (the dense reference)."""
+    from recbole.utils import get_trainer
+
+    config = run.config
+    return get_trainer(config["MODEL_TYPE"], config["model"])(config, copy.deepcopy(run.model))
+
+
+def masked_trainer(run, sparsity: float, seed: int = 0):
+    """Our trainer on a copy of the run's model with a random global mask
+    (the same mask for the same sparsity and seed)."""
+    from recbole_lth import pruning
+    from recbole_lth.masking import ParameterMask, select_prunable
+    from recbole_lth.trainer import sparse_trainer
+
+    model = copy.deepcopy(run.model)
+    params = select_prunable(model, "embeddings")
+    masks = pruning.random_mask(params, sparsity, "global", seed=seed)
+    return sparse_trainer(run.config, model, ParameterMask(params, masks))
 
 
 def sync(device) -> None:

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
 
 import torch
-import yaml
 from recbole.utils import init_seed
 
 from recbole_lth import checkpoint, pruning
-from recbole_lth.errors import ConfigError, TrainingDiverged
+from recbole_lth.errors import TrainingDiverged
 from recbole_lth.masking import ParameterMask, full_masks
 from recbole_lth.trainer import invalidate_caches, sparse_trainer
 

@@ -3,11 +3,9 @@
 CI runs this file on numpy 2 / pandas 3 / scipy >= 1.13 and again on
 numpy 1.26 / pandas 2 / scipy 1.12 (where most patches have nothing to do).
 """
-import os
 import sys
 
 import numpy as np
-import pytest
 import scipy.sparse as sp
 import torch
 

@@ -8,7 +8,6 @@ import torch
 
 import recbole_lth
 from recbole_lth import api, checkpoint, cli, export, pruning, report
-from recbole_lth.compare import compare
 from recbole_lth.masking import ParameterMask
 from recbole_lth.trainer import invalidate_caches, sparse_trainer
 
