@@ -23,10 +23,10 @@ import yaml  # noqa: E402
 
 from common import alternate, arg_parser, masked_trainer, prepare_run, recbole_trainer  # noqa: E402
 
-from recbole_lth.config import PROPERTIES_DIR  # noqa: E402
-from recbole_lth.dsl import DSLExplorer  # noqa: E402
+from recbole_lth.dynamic import Explorer, Schedule  # noqa: E402
+from recbole_lth.settings import properties_dir  # noqa: E402
 
-DEFAULTS = yaml.safe_load(open(PROPERTIES_DIR / "dsl.yaml"))
+DEFAULTS = yaml.safe_load(open(properties_dir() / "dsl.yaml"))
 
 
 def main() -> None:
@@ -47,9 +47,10 @@ def main() -> None:
         for name in ("rp", "dsl") if args.with_rp else ("dsl",):
             trainers[name] = masked_trainer(run, args.sparsity)  # RP and DSL start from the same mask
         steps_per_epoch = len(run.train_data)
-        explorer = DSLExplorer(
-            args.interval, DEFAULTS["dsl_init_ratio"], DEFAULTS["dsl_decay"],
-            end_step=args.full_epochs * steps_per_epoch, scope="global",
+        explorer = Explorer(
+            Schedule(args.interval, DEFAULTS["dsl_init_ratio"], args.full_epochs * steps_per_epoch,
+                     DEFAULTS["dsl_decay"]),
+            scope="global",
         )
         explorer.attach(run, trainers["dsl"])
         dsl_seconds = []

@@ -27,9 +27,8 @@ import torch  # noqa: E402
 
 from common import arg_parser, prepare_run, timed  # noqa: E402
 
-from recbole_lth import checkpoint, export, pruning  # noqa: E402
+from recbole_lth import export, pruning  # noqa: E402
 from recbole_lth.masking import ParameterMask, full_masks  # noqa: E402
-from recbole_lth.methods import METHODS  # noqa: E402
 from recbole_lth.trainer import invalidate_caches, sparse_trainer  # noqa: E402
 
 
@@ -45,83 +44,76 @@ def _median_time(fn, repeats: int) -> float:
 
 def bench_model(model_name: str, args) -> None:
     run = prepare_run(model_name, args, method="dense", embedding_size=args.embedding_size)
-    try:
-        METHODS["dense"](run)
-        trained = checkpoint.load(run.run_dir / "tickets" / "dense" / "ticket.pt")["state_dict"]
-        names = list(run.prunable)
-        device = run.config["device"]
-        dense_table = sum(trained[n].numel() * trained[n].element_size() for n in names)
-        rest = sum(v.numel() * v.element_size() for k, v in trained.items() if k not in names)
+    trained = run.dense().state_dict
+    names = list(run.prunable)
+    device = run.config["device"]
+    dense_table = sum(trained[n].numel() * trained[n].element_size() for n in names)
+    rest = sum(v.numel() * v.element_size() for k, v in trained.items() if k not in names)
 
-        out_dir = tempfile.mkdtemp(prefix="lth-export-")
-        variants = {"dense": (trained, run.full_masks())}
-        weights = {n: trained[n].to(device) for n in names}
-        for sparsity in args.sparsities:
-            masks = pruning.magnitude_prune(weights, full_masks(weights), sparsity, "global")
-            state = {k: (v * masks[k].cpu() if k in masks else v) for k, v in trained.items()}
-            path = export.write_export(os.path.join(out_dir, f"s{sparsity}.pt"), state, masks)
-            started = perf_counter()
-            loaded, loaded_masks, _ = export.read_export(path)
-            unpack_seconds = perf_counter() - started
-            assert all(torch.equal(loaded[k], state[k]) for k in state)
-            variants[f"s={sparsity}"] = (loaded, loaded_masks, path, unpack_seconds)
+    out_dir = tempfile.mkdtemp(prefix="lth-export-")
+    variants = {"dense": (trained, run.full_masks())}
+    weights = {n: trained[n].to(device) for n in names}
+    for sparsity in args.sparsities:
+        masks = pruning.magnitude_prune(weights, full_masks(weights), sparsity, "global")
+        state = {k: (v * masks[k].cpu() if k in masks else v) for k, v in trained.items()}
+        path = export.write_export(os.path.join(out_dir, f"s{sparsity}.pt"), state, masks)
+        started = perf_counter()
+        loaded, loaded_masks, _ = export.read_export(path)
+        unpack_seconds = perf_counter() - started
+        assert all(torch.equal(loaded[k], state[k]) for k in state)
+        variants[f"s={sparsity}"] = (loaded, loaded_masks, path, unpack_seconds)
 
-        trainer = sparse_trainer(run.config, run.model, ParameterMask(run.prunable))
+    trainer = sparse_trainer(run.config, run.model, ParameterMask(run.prunable))
 
-        def evaluate(state):
-            run.model.load_state_dict(state)
-            invalidate_caches(run.model)
-            return lambda: trainer.evaluate(run.test_data, load_best_model=False, show_progress=False)
+    def evaluate(state):
+        run.model.load_state_dict(state)
+        invalidate_caches(run.model)
+        return lambda: trainer.evaluate(run.test_data, load_best_model=False, show_progress=False)
 
-        times = {name: [] for name in variants}
-        results = {}
-        for repeat in range(args.repeats + 1):  # the first pass warms up, untimed
-            order = list(variants) if repeat % 2 == 0 else list(variants)[::-1]
-            for name in order:
-                fn = evaluate(variants[name][0])
-                seconds = timed(lambda: results.__setitem__(name, fn()), device)
-                if repeat:
-                    times[name].append(seconds)
-        trainer.close()
+    times = {name: [] for name in variants}
+    results = {}
+    for repeat in range(args.repeats + 1):  # the first pass warms up, untimed
+        order = list(variants) if repeat % 2 == 0 else list(variants)[::-1]
+        for name in order:
+            fn = evaluate(variants[name][0])
+            seconds = timed(lambda: results.__setitem__(name, fn()), device)
+            if repeat:
+                times[name].append(seconds)
+    trainer.close()
 
-        print(f"\n{model_name} on {args.dataset}, embedding_size {args.embedding_size}, dense trained "
-              f"{args.epochs} epoch(s); tickets = one-shot global magnitude masks of the trained tables "
-              f"(not retrained). Prunable tables {names}; non-prunable parameters {rest} bytes.")
-        print(f"{'variant':10s} {'table bytes':>12s} {'file bytes':>11s} {'file/dense table':>16s} "
-              f"{'bound (1-s)+.04':>15s} {'unpack s':>9s} {'full-sort eval s':>16s} {'eval/dense':>10s} "
-              f"{'test recall@20':>14s}")
-        dense_eval = statistics.median(times["dense"])
-        dense_file = _file_bytes(trained)
+    print(f"\n{model_name} on {args.dataset}, embedding_size {args.embedding_size}, dense trained "
+          f"{args.epochs} epoch(s); tickets = one-shot global magnitude masks of the trained tables "
+          f"(not retrained). Prunable tables {names}; non-prunable parameters {rest} bytes.")
+    print(f"{'variant':10s} {'table bytes':>12s} {'file bytes':>11s} {'file/dense table':>16s} "
+          f"{'bound (1-s)+.04':>15s} {'unpack s':>9s} {'full-sort eval s':>16s} {'eval/dense':>10s} "
+          f"{'test recall@20':>14s}")
+    dense_eval = statistics.median(times["dense"])
+    dense_file = _file_bytes(trained)
+    for name, variant in variants.items():
+        evaluate_s = statistics.median(times[name])
+        recall = float(results[name].get("recall@20", float("nan")))
+        if name == "dense":
+            print(f"{name:10s} {dense_table:12d} {dense_file:11d} {dense_file / dense_table:16.4f} "
+                  f"{'':>15s} {'':>9s} {evaluate_s:16.3f} {1.0:10.3f} {recall:14.4f}")
+            continue
+        sparsity = float(name.split("=")[1])
+        _, masks, path, unpack_seconds = variant
+        kept = sum(int(m.sum()) for m in masks.values())
+        table = sum(export.table_export_bytes(m.numel(), int(m.sum())) for m in masks.values())
+        size = os.path.getsize(path)
+        print(f"{name:10s} {table:12d} {size:11d} {size / dense_table:16.4f} {(1 - sparsity) + 0.04:15.4f} "
+              f"{unpack_seconds:9.3f} {evaluate_s:16.3f} {evaluate_s / dense_eval:10.3f} {recall:14.4f}"
+              f"   ({kept} kept)")
+
+    if model_name == "BPR":
+        print("scoring kernel only (all users x all items, median of "
+              f"{args.repeats}): dense U@I^T vs CSR(U)@I^T")
         for name, variant in variants.items():
-            evaluate_s = statistics.median(times[name])
-            recall = float(results[name].get("recall@20", float("nan")))
-            if name == "dense":
-                print(f"{name:10s} {dense_table:12d} {dense_file:11d} {dense_file / dense_table:16.4f} "
-                      f"{'':>15s} {'':>9s} {evaluate_s:16.3f} {1.0:10.3f} {recall:14.4f}")
-                continue
-            sparsity = float(name.split("=")[1])
-            _, masks, path, unpack_seconds = variant
-            kept = sum(int(m.sum()) for m in masks.values())
-            table = sum(export.table_export_bytes(m.numel(), int(m.sum())) for m in masks.values())
-            size = os.path.getsize(path)
-            print(f"{name:10s} {table:12d} {size:11d} {size / dense_table:16.4f} {(1 - sparsity) + 0.04:15.4f} "
-                  f"{unpack_seconds:9.3f} {evaluate_s:16.3f} {evaluate_s / dense_eval:10.3f} {recall:14.4f}"
-                  f"   ({kept} kept)")
-
-        if model_name == "BPR":
-            print("scoring kernel only (all users x all items, median of "
-                  f"{args.repeats}): dense U@I^T vs CSR(U)@I^T")
-            for name, variant in variants.items():
-                users, items = variant[0]["user_embedding.weight"], variant[0]["item_embedding.weight"]
-                csr = users.to_sparse_csr()
-                dense_s = _median_time(lambda: users @ items.T, args.repeats)
-                sparse_s = _median_time(lambda: torch.sparse.mm(csr, items.T), args.repeats)
-                print(f"  {name:10s} dense {dense_s:.4f} s, CSR {sparse_s:.4f} s, CSR/dense {sparse_s / dense_s:.2f}")
-    finally:
-        import logging
-
-        logging.getLogger().removeHandler(run._log_handler)
-        run._log_handler.close()
+            users, items = variant[0]["user_embedding.weight"], variant[0]["item_embedding.weight"]
+            csr = users.to_sparse_csr()
+            dense_s = _median_time(lambda: users @ items.T, args.repeats)
+            sparse_s = _median_time(lambda: torch.sparse.mm(csr, items.T), args.repeats)
+            print(f"  {name:10s} dense {dense_s:.4f} s, CSR {sparse_s:.4f} s, CSR/dense {sparse_s / dense_s:.2f}")
 
 
 def main() -> None:

@@ -1,17 +1,20 @@
-"""Our own files: tensors and plain data only, loadable with weights_only=True.
+"""Our checkpoints: tensors and plain data only, loadable with ``weights_only=True``.
 
-Writes go to a temporary file first and are renamed into place, so an
-interrupted run never leaves a half-written checkpoint behind.
+RecBole pickles its ``Config`` into every checkpoint it writes; ours never
+hold anything but tensors, numbers, strings, lists and dicts, so opening one
+can never run code.
 """
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 import torch
 
+from recbole_lth import paths
+
 FORMAT = "recbole_lth/1"
+
+
+class CorruptCheckpoint(ValueError):
+    """A file of ours that cannot be read (truncated, or not ours)."""
 
 
 def _cpu(tensors: dict) -> dict:
@@ -24,27 +27,17 @@ def save(path, *, state_dict=None, masks=None, meta=None) -> None:
         payload["state_dict"] = _cpu(state_dict)
     if masks is not None:
         payload["masks"] = _cpu(masks)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    paths.save_tensors(path, payload)
 
 
 def load(path, map_location="cpu") -> dict:
-    payload = torch.load(path, map_location=map_location, weights_only=True)
-    if payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a recbole_lth checkpoint (format {payload.get('format')!r})")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # truncated zip, foreign pickle, ...
+        raise CorruptCheckpoint(f"{path} cannot be read ({type(err).__name__}: {err})") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CorruptCheckpoint(f"{path} is not a recbole_lth checkpoint (format {found!r})")
     return payload
-
-
-def write_json(path, data) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False))
-    os.replace(tmp, path)
-
-
-def read_json(path):
-    return json.loads(Path(path).read_text())

@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 
 from recbole_lth import commands
-from recbole_lth.config import parse_value
+from recbole_lth.api import run
+from recbole_lth.settings import parse_value
 from recbole_lth.errors import ConfigError, TrainingDiverged
 
 
@@ -40,8 +41,6 @@ def main(argv: list[str] | None = None) -> int:
         return commands.main(argv)
     try:
         options = parse_args(argv)
-        from recbole_lth.api import run
-
         result = run(
             model=options.pop("model", None),
             dataset=options.pop("dataset", None),

@@ -10,6 +10,11 @@ import argparse
 import os
 import sys
 
+from recbole_lth import checkpoint, paths
+from recbole_lth.compare import compare
+from recbole_lth.export import export_ticket
+from recbole_lth.report import write_report
+
 COMMANDS = ("report", "export", "compare")
 
 
@@ -34,24 +39,17 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "report":
-            from recbole_lth.report import write_report
-
             if args.buckets < 1:
                 raise ValueError(f"--buckets={args.buckets}: allowed values are whole numbers >= 1")
             print(f"report: {write_report(args.run_dir, ticket=args.ticket, buckets=args.buckets)}")
         elif args.command == "export":
-            from recbole_lth.checkpoint import load
-            from recbole_lth.export import export_ticket
-
             path = export_ticket(args.run_dir, args.ticket, args.out)
-            stored = load(os.path.join(args.run_dir, "tickets", args.ticket, "ticket.pt"))
+            stored = checkpoint.load(paths.RunPaths(args.run_dir).ticket_weights(args.ticket))
             dense = sum(stored["state_dict"][n].numel() * stored["state_dict"][n].element_size()
                         for n in stored["masks"])
             size = os.path.getsize(path)
             print(f"export: {path} ({size} bytes; dense prunable tables {dense} bytes, ratio {size / dense:.4f})")
         else:
-            from recbole_lth.compare import compare
-
             print(f"comparison: {compare(args.run_dirs, args.out)}")
     except (FileNotFoundError, ValueError) as err:
         print(f"recbole_lth: {err}", file=sys.stderr)

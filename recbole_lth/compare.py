@@ -8,13 +8,15 @@ reference of *its own* run (same data split, same seed).
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
-from recbole_lth.report import (
-    columns_of, companion_metric, dense_reference, is_winning, md_table, metric_label, pct, plot_curves,
-    read_results, read_settings, relative_change, verdict_metric,
+from recbole_lth import paths
+from recbole_lth.judge import (
+    companion_metric, dense_reference, metric_label, relative_change, verdict_cell, verdict_metric,
 )
+from recbole_lth.markdown import md_table, pct
+from recbole_lth.plots import plot_curves
+from recbole_lth.results import columns_of, read_results, read_settings
 
 
 def _run_labels(run_dirs: list[Path]) -> list[str]:
@@ -26,7 +28,7 @@ def _run_labels(run_dirs: list[Path]) -> list[str]:
 def compare(run_dirs, out_dir="lth_compare") -> Path:
     """Merge the runs into ``out_dir``; returns the path of ``comparison.md``."""
     run_dirs = [Path(d) for d in run_dirs]
-    missing = [str(d) for d in run_dirs if not (d / "results.csv").is_file()]
+    missing = [str(d) for d in run_dirs if not paths.RunPaths(d).results.is_file()]
     if missing:
         raise FileNotFoundError(f"no results.csv in: {', '.join(missing)}")
     out_dir = Path(out_dir)
@@ -39,10 +41,7 @@ def compare(run_dirs, out_dir="lth_compare") -> Path:
     merged = [row for _, _, rows, _ in runs for row in rows]
     columns = columns_of(merged)
 
-    with open(out_dir / "comparison.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(merged)
+    paths.write_csv(out_dir / "comparison.csv", merged)
 
     metric = verdict_metric(columns, runs[0][3].get("valid_metric"))
     ndcg = companion_metric(columns, metric)
@@ -67,12 +66,11 @@ def compare(run_dirs, out_dir="lth_compare") -> Path:
     for label, _, rows, _ in runs:
         dense = dense_reference(rows)
         for row in rows:
-            win = is_winning(row, dense, metric)
             table.append(
                 [label, row.get("method"), row.get("ticket"), row.get("sparsity")]
                 + [row.get(c) for c in test_columns]
                 + [pct(relative_change(row.get(metric), (dense or {}).get(metric))) if metric else "",
-                   "(reference)" if row is dense else "**yes**" if win else ("no" if win is False else "")]
+                   verdict_cell(row, dense, metric)]
             )
     lines.append(md_table(
         ["run", "method", "ticket", "sparsity"] + [c.removeprefix("test_") for c in test_columns]
@@ -90,7 +88,5 @@ def compare(run_dirs, out_dir="lth_compare") -> Path:
                     f"{metric_label(metric)} vs sparsity, {len(runs)} runs")
         lines += ["", "![comparison](comparison.png)"]
     lines.append("")
-    path = out_dir / "comparison.md"
-    path.write_text("\n".join(lines))
-    return path
+    return paths.write_text(out_dir / "comparison.md", "\n".join(lines))
 

@@ -18,12 +18,11 @@ vectorised torch ops into a ``state_dict`` for the RecBole model.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
-from recbole_lth import checkpoint
+from recbole_lth import checkpoint, paths
 
 FORMAT = "recbole_lth.export/1"
 _BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
@@ -87,31 +86,26 @@ def pack(state_dict: dict, masks: dict, meta: dict | None = None) -> dict:
 
 def export_ticket(run_dir, ticket: str, out=None) -> Path:
     """Write ``run_dir/tickets/<ticket>/ticket.pt`` as a compact export; returns its path."""
-    run_dir = Path(run_dir)
-    source = run_dir / "tickets" / ticket / "ticket.pt"
+    run_paths = paths.RunPaths(run_dir)
+    source = run_paths.ticket_weights(ticket)
     if not source.is_file():
-        available = sorted(p.name for p in (run_dir / "tickets").glob("*") if (p / "ticket.pt").is_file())
+        available = run_paths.stored_tickets()
         raise FileNotFoundError(f"no ticket {ticket!r} in {run_dir} (tickets: {', '.join(available) or 'none'})")
     stored = checkpoint.load(source)
     meta = {"ticket": ticket, "run_dir": str(run_dir)}
-    if (run_dir / "tickets" / ticket / "result.json").is_file():
-        row = checkpoint.read_json(run_dir / "tickets" / ticket / "result.json")
+    if run_paths.ticket_result(ticket).is_file():
+        row = paths.read_json(run_paths.ticket_result(ticket))
         meta.update({k: row.get(k) for k in ("method", "model", "dataset", "sparsity")})
-    if (run_dir / "settings.json").is_file():
+    if run_paths.settings.is_file():
         # Enough to rebuild the RecBole model (embedding_size, layers, ...).
-        meta["settings"] = checkpoint.read_json(run_dir / "settings.json")
-    out = Path(out) if out else run_dir / "exports" / f"{ticket}.pt"
+        meta["settings"] = paths.read_json(run_paths.settings)
+    out = Path(out) if out else run_paths.export(ticket)
     write_export(out, stored["state_dict"], stored["masks"], meta)
     return out
 
 
 def write_export(path, state_dict: dict, masks: dict, meta: dict | None = None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(pack(state_dict, masks, meta), tmp)
-    os.replace(tmp, path)
-    return path
+    return paths.save_tensors(path, pack(state_dict, masks, meta))
 
 
 def read_export(path, map_location="cpu") -> tuple[dict, dict, dict]:

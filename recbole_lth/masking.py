@@ -50,8 +50,42 @@ ZERO_PRESERVING_OPTIMIZERS = (
 PRUNE_SCOPES = ("global", "per_table")
 
 
-def _item_count(model: nn.Module) -> int | None:
-    return getattr(model, "n_items", None)
+def entity_axis(name: str, shape, n_users: int | None, n_items: int | None,
+                linear: bool = False) -> tuple[str, int] | None:
+    """Which entity (``"user"``/``"item"``) a 2-D table indexes, and along which axis.
+
+    An ``nn.Embedding`` weight (rows, d) has one row per entity.  The item
+    tables of the autoencoders are ``nn.Linear`` weights (out, in): an output
+    layer (n_items, h) holds one row per item (axis 0), an input layer
+    (h, n_items) one *column* per item (axis 1).  Without the module type
+    (``linear=False``) the sizes decide, the tensor's name breaking ties.
+    None: neither side is a user or item count.
+    """
+    if len(tuple(shape)) != 2:
+        return None
+    sizes = (("user", n_users), ("item", n_items))
+    if linear:
+        for side, n in reversed(sizes):  # an item-sized output row first, then an input column
+            for axis in (0, 1):
+                if n is not None and shape[axis] == n:
+                    return side, axis
+        return None
+    matches = [(side, axis) for axis in (0, 1) for side, n in sizes if n is not None and shape[axis] == n]
+    named = [m for m in matches if m[0] in name.lower()]
+    return (named or matches or [None])[0]
+
+
+def table_axes(model: nn.Module, names) -> dict[str, tuple[str, int] | None]:
+    """:func:`entity_axis` of each named parameter of a RecBole model."""
+    params = dict(model.named_parameters())
+    out = {}
+    for name in names:
+        module = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+        out[name] = entity_axis(
+            name, tuple(params[name].shape), getattr(model, "n_users", None), getattr(model, "n_items", None),
+            linear=isinstance(module, nn.Linear),
+        )
+    return out
 
 
 def select_prunable(model: nn.Module, prune_params) -> dict[str, nn.Parameter]:
@@ -68,7 +102,7 @@ def select_prunable(model: nn.Module, prune_params) -> dict[str, nn.Parameter]:
     """
     named = dict(model.named_parameters())
     if isinstance(prune_params, str) and prune_params == "embeddings":
-        n_items = _item_count(model)
+        n_items = getattr(model, "n_items", None)
         chosen = []
         for module_name, module in model.named_modules():
             if isinstance(module, nn.Embedding):
@@ -193,6 +227,10 @@ class ParameterMask:
                     value.masked_fill_(positions[name], 0)
 
     # -------------------------------------------------------------- optimizer
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        return self._optimizer
+
     def attach(self, optimizer: torch.optim.Optimizer, rezero_after_step: bool | None = None) -> None:
         """Keep pruned weights exactly zero through ``optimizer.step()``.
 

@@ -1,9 +1,11 @@
-"""Pruning strategies: pure functions from (weights, current masks) to new masks.
+"""Pruning: score functions, and the selection of the top-scoring weights.
 
-Nothing here touches a model or an optimizer (OpenLTH's split): the lottery
-loop decides *when* to prune, these functions decide *which* weights.  Every
-function works with exact counts (``topk`` on the tensors' own device), so a
-ticket at sparsity ``s`` keeps exactly ``round((1 - s) * N)`` weights, per
+Nothing here touches a model or an optimizer (OpenLTH's split): a method
+decides *when* to prune, a score function says *how important* each weight
+is (torch.nn.utils.prune's ``importance_scores``, kept apart from the
+weights), and :func:`keep_top` decides *which* weights stay.  Selection uses
+exact counts (``topk`` on the tensors' own device, no sort, no host sync), so
+a ticket at sparsity ``s`` keeps exactly ``round((1 - s) * N)`` weights, per
 table or over all selected tables together.
 
 ``scope``:
@@ -23,9 +25,18 @@ Masks = dict[str, torch.Tensor]
 Tensors = dict[str, torch.Tensor]
 
 
+# ------------------------------------------------------------------ counts
 def kept_count(numel: int, sparsity: float) -> int:
     """Number of active weights a tensor of ``numel`` keeps at ``sparsity``."""
     return int(round((1.0 - sparsity) * numel))
+
+
+def kept_counts(numels: dict[str, int], sparsity: float, scope: str) -> dict[str, int] | int:
+    """What :func:`keep_top_k` keeps at ``sparsity``: one count per tensor
+    (``per_table``) or one over all of them (``global``)."""
+    if scope == "per_table":
+        return {n: kept_count(size, sparsity) for n, size in numels.items()}
+    return kept_count(sum(numels.values()), sparsity)
 
 
 def imp_sparsity(prune_rate: float, round_idx: int) -> float:
@@ -41,8 +52,10 @@ def imp_rounds_to(prune_rate: float, target_sparsity: float) -> int:
     return max(0, math.ceil(rounds - 1e-9))
 
 
-def _keep_top(scores: Tensors, eligible: Masks, keep: dict[str, int] | int, scope: str) -> Masks:
-    """Keep the ``keep`` highest-scoring eligible entries (global or per table)."""
+# --------------------------------------------------------------- selection
+def keep_top_k(scores: Tensors, eligible: Masks, keep: dict[str, int] | int, scope: str) -> Masks:
+    """Masks keeping the ``keep`` highest-scoring ``eligible`` entries
+    (one count over all tensors, or one per tensor with ``per_table``)."""
     if scope not in PRUNE_SCOPES:
         raise ValueError(f"scope must be one of {PRUNE_SCOPES}, got {scope!r}")
     neg_inf = float("-inf")
@@ -69,32 +82,47 @@ def _keep_top(scores: Tensors, eligible: Masks, keep: dict[str, int] | int, scop
     return new
 
 
-def _counts(masks: Masks, sparsity: float, scope: str):
-    if scope == "per_table":
-        return {n: kept_count(m.numel(), sparsity) for n, m in masks.items()}
-    return kept_count(sum(m.numel() for m in masks.values()), sparsity)
+def keep_top(scores: Tensors, eligible: Masks, sparsity: float, scope: str = "global") -> Masks:
+    """Masks keeping the highest-scoring ``eligible`` entries so that the
+    tensors reach ``sparsity`` (a fraction of *all* their entries, not of the
+    eligible ones); entries not eligible are never kept."""
+    numels = {n: s.numel() for n, s in scores.items()}
+    return keep_top_k(scores, eligible, kept_counts(numels, sparsity, scope), scope)
 
 
+# ------------------------------------------------------------------ scores
+def magnitude_scores(weights: Tensors) -> Tensors:
+    return {n: w.detach().abs().float() for n, w in weights.items()}
+
+
+def random_scores(shapes: Tensors, seed: int) -> Tensors:
+    """Uniform scores from a CPU generator, so that the same seed gives the
+    same mask on CPU and GPU."""
+    generator = torch.Generator(device="cpu").manual_seed(int(seed))
+    return {n: torch.rand(t.shape, generator=generator) for n, t in shapes.items()}
+
+
+def saliency_scores(weights: Tensors, grads: Tensors) -> Tensors:
+    """``|g ⊙ w|``: SNIP's connection sensitivity (Lee et al., ICLR 2019)."""
+    return {n: (grads[n] * w.detach()).abs().float() for n, w in weights.items()}
+
+
+# ------------------------------------------------------------- strategies
 def magnitude_prune(weights: Tensors, masks: Masks, sparsity: float, scope: str = "global") -> Masks:
     """Keep the largest-|w| surviving weights so that the selected tensors
-    reach ``sparsity`` (a fraction of *all* their entries, not of survivors).
+    reach ``sparsity``.
 
     Used by IMP (sparsity of round r = 1-(1-p)^r, computed from the original
     size so rounding never accumulates) and OMP (one shot from the full mask).
     Weights already pruned are never revived.
     """
-    scores = {n: w.detach().abs().float() for n, w in weights.items()}
-    return _keep_top(scores, masks, _counts(masks, sparsity, scope), scope)
+    return keep_top(magnitude_scores(weights), masks, sparsity, scope)
 
 
 def random_mask(shapes: Tensors, sparsity: float, scope: str = "global", seed: int = 0) -> Masks:
-    """A uniformly random mask with exactly ``(1-s)·N`` active weights.
-
-    Scores come from a CPU generator so the mask is identical on CPU and GPU
-    for the same seed; the mask is returned on each tensor's device.
-    """
-    generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    scores = {n: torch.rand(t.shape, generator=generator) for n, t in shapes.items()}
+    """A uniformly random mask with exactly ``(1-s)·N`` active weights, on
+    each tensor's device."""
+    scores = random_scores(shapes, seed)
     eligible = {n: torch.ones(t.shape, dtype=torch.bool) for n, t in shapes.items()}
-    masks = _keep_top(scores, eligible, _counts(eligible, sparsity, scope), scope)
+    masks = keep_top(scores, eligible, sparsity, scope)
     return {n: m.to(shapes[n].device) for n, m in masks.items()}

@@ -11,7 +11,7 @@ import torch
 
 import recbole_lth  # noqa: F401  (applies the patches)
 from recbole_lth import checkpoint, compat
-from recbole_lth.config import bundled_data_path
+from recbole_lth.builder import bundled_data_path
 
 
 def _config(model="BPR", **extra):
@@ -26,8 +26,22 @@ def _config(model="BPR", **extra):
         sys.argv = saved
 
 
-def test_apply_is_idempotent_and_never_imports_quick_start():
-    assert compat.apply() == compat.apply()
+def test_patches_are_idempotent_and_never_import_quick_start():
+    import pandas as pd
+    from recbole.data.dataset import dataset as dataset_module
+    from recbole.trainer import trainer as trainer_module
+
+    # Applied on import; applying any patch again finds nothing left to change
+    # and leaves the patched objects as they are.
+    before = (trainer_module.torch, dataset_module.pd, dataset_module.Dataset._fill_nan,
+              dataset_module.Dataset._data_processing, sp.dok_matrix._update)
+    assert not any((compat.patch_numpy_aliases(), compat.patch_scipy_dok_update(), compat.patch_torch_load(),
+                    compat.patch_pandas_fillna()))
+    after = (trainer_module.torch, dataset_module.pd, dataset_module.Dataset._fill_nan,
+             dataset_module.Dataset._data_processing, sp.dok_matrix._update)
+    assert all(a is b for a, b in zip(before, after))
+    assert trainer_module.torch is not torch and trainer_module.torch.Tensor is torch.Tensor  # torch >= 2.6
+    assert (dataset_module.pd is not pd) and dataset_module.pd.DataFrame is pd.DataFrame
     assert "recbole.quick_start" not in sys.modules
     assert "ray" not in sys.modules
 

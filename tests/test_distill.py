@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import logging
 import math
 import shutil
 from types import SimpleNamespace
@@ -10,13 +9,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from recbole_lth import baselines, checkpoint, distill
-from recbole_lth.api import prepare
-from recbole_lth.config import check_settings, merge_settings
+from recbole_lth import builder, checkpoint, distill, methods
+from recbole_lth.api import prepare, settings_for
+from recbole_lth.engine import Run
 from recbole_lth.errors import ConfigError
 from recbole_lth.masking import ParameterMask, select_prunable
-from recbole_lth.methods import METHODS
-from recbole_lth.search import Run
+from recbole_lth.methods.small_dense import small_sizes
 
 from conftest import QUICK
 
@@ -25,11 +23,8 @@ MODELS = ("BPR", "LightGCN", "NeuMF", "MultiVAE", "CDAE")
 
 
 def _prepare(tmp_path, model, method="imp", **overrides) -> Run:
-    run = prepare(model=model, dataset="ml-100k", method=method,
-                  config_dict={**ONE_EPOCH, "output_root": str(tmp_path / "runs"), **overrides})
-    logging.getLogger().removeHandler(run._log_handler)
-    run._log_handler.close()
-    return run
+    return prepare(model=model, dataset="ml-100k", method=method,
+                   config_dict={**ONE_EPOCH, "output_root": str(tmp_path / "runs"), **overrides})
 
 
 def _rows(result_or_dir):
@@ -102,7 +97,7 @@ def test_kd_losses_and_small_sizes_on_every_model(tmp_path, model_name):
     assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
 
     # small_dense: each prunable table keeps its other side and ⌈w·(1-s)⌉ of the shrunk side.
-    small = baselines.build_model(run, baselines.small_sizes(run.config, 0.5))
+    small = builder.new_model(run.config, run.train_data.dataset, small_sizes(run.config, 0.5))
     small_tables = select_prunable(small, run.settings["prune_params"])
     assert small_tables.keys() == run.prunable.keys()
     for name, full in run.prunable.items():
@@ -122,26 +117,26 @@ def test_kd_weight_zero_is_the_plain_run_and_kd_keeps_the_teacher_frozen(quick_r
     assert [{k: v for k, v in r.items() if k not in ignore} for r in plain_rows] == [
         {k: v for k, v in r.items() if k not in ignore} for r in zero_rows
     ]
-    for key in ("round_00", "round_01"):
+    for key in ("dense", "round_01"):
         a, b = _ticket(plain.run_dir, key), _ticket(zero.run_dir, key)
         assert _same_tensors(a["masks"], b["masks"]) and _same_tensors(a["state_dict"], b["state_dict"])
 
     # The same run with distillation: round 1 is distilled from round 0 and
     # the teacher's weights never change.
     run = _prepare(tmp_path, "BPR", "imp_kd", rounds=1, kd_weight=1.0, kd_type="ranking")
-    # Round 0 is the plain run's (a finished ticket is resumed, not retrained).
-    shutil.copytree(plain.run_dir / "tickets" / "round_00", run.run_dir / "tickets" / "round_00")
+    # The dense round is the plain run's (a finished ticket is resumed, not retrained).
+    shutil.copytree(plain.run_dir / "tickets" / "dense", run.run_dir / "tickets" / "dense")
     distill.install(run)
-    METHODS["imp_kd"](run)
+    methods.get("imp_kd").plan(run)
     (distiller,) = [h for h in run.ticket_hooks if isinstance(h, distill.Distiller)]
-    dense = _ticket(run.run_dir, "round_00")
+    dense = _ticket(run.run_dir, "dense")
     assert _same_tensors({k: v.cpu() for k, v in distiller.teacher.state_dict().items()}, dense["state_dict"])
     kd_round = _ticket(run.run_dir, "round_01")
     assert _same_tensors(kd_round["masks"], _ticket(plain.run_dir, "round_01")["masks"])
     assert not _same_tensors(kd_round["state_dict"], _ticket(plain.run_dir, "round_01")["state_dict"])
     rows = _rows(run.run_dir)
     assert [(r["ticket"], r["kd_weight"], r["kd_type"]) for r in rows] == [
-        ("round_00", "", ""), ("round_01", "1.0", "ranking")
+        ("dense", "", ""), ("round_01", "1.0", "ranking")
     ]
     # A ticket with a full mask (the dense model, the teacher itself) is left alone.
     dense_trainer = SimpleNamespace(mask=ParameterMask(run.prunable), model=run.model, loss_func=run.model.calculate_loss)
@@ -155,7 +150,7 @@ def test_rp_kd_trains_its_dense_teacher_first_and_takes_kd_teacher(quick_run, tm
     result = quick_run("MultiVAE", "rp_kd", epochs=1, target_sparsities=[0.5], kd_type="score")
     rows = _rows(result)
     # The dense teacher is trained before distillation is installed: no kd columns in its row.
-    assert [(r["ticket"], r["kd_weight"]) for r in rows] == [("dense", ""), ("rp_0.5000", "1.0")]
+    assert [(r["ticket"], r["kd_weight"]) for r in rows] == [("dense", ""), ("rp_0.5", "1.0")]
     assert all(math.isfinite(float(r["test_recall@20"])) for r in rows)
 
     # With kd_teacher, no dense ticket is trained: the teacher is that checkpoint.
@@ -181,23 +176,23 @@ def test_small_dense_and_lcm_rows(quick_run):
     (row,) = _rows(small)
     full = int(row["prunable_params"])
     n_rows = full // 16  # n_users + n_items
-    assert row["ticket"] == "small_dense_0.5000" and float(row["target_sparsity"]) == 0.5
+    assert row["ticket"] == "small_dense_0.5" and float(row["target_sparsity"]) == 0.5
     assert int(row["nonzero_params"]) == int(row["active_params"]) == n_rows * 8
     assert int(row["trainable_params"]) == n_rows * 8
     assert float(row["sparsity"]) == 0.5
-    stored = _ticket(small.run_dir, "small_dense_0.5000")["state_dict"]
+    stored = _ticket(small.run_dir, "small_dense_0.5")["state_dict"]
     assert stored["user_embedding.weight"].shape[1] == 8
-    assert (small.run_dir / "small_dense_0.5000_init.pt").exists()
+    assert (small.run_dir / "baseline_init" / "small_dense_0.5.pt").exists()
 
     lcm = quick_run("LightGCN", "lcm", epochs=1, target_sparsities=[0.75])
     dense_row, lcm_row = _rows(lcm)
-    assert (dense_row["ticket"], lcm_row["ticket"]) == ("dense", "lcm_0.7500")
+    assert (dense_row["ticket"], lcm_row["ticket"]) == ("dense", "lcm_0.75")
     assert int(lcm_row["prunable_params"]) == n_rows * 16
     assert int(lcm_row["nonzero_params"]) == n_rows * 4  # the deployed table E_teacher W + b
     assert int(lcm_row["trainable_params"]) == 2 * (16 * 4 + 4)  # the two projections
     assert float(lcm_row["sparsity"]) == 0.75
     teacher = _ticket(lcm.run_dir, "dense")["state_dict"]
-    trained = _ticket(lcm.run_dir, "lcm_0.7500")["state_dict"]
+    trained = _ticket(lcm.run_dir, "lcm_0.75")["state_dict"]
     for name in ("user_embedding", "item_embedding"):
         assert torch.equal(trained[f"{name}.teacher_table"], teacher[f"{name}.weight"])  # frozen
 
@@ -220,7 +215,6 @@ def test_small_dense_and_lcm_rows(quick_run):
 )
 def test_bad_kd_and_baseline_settings(method, overrides, key):
     overrides = dict(overrides)
-    settings = merge_settings(overrides.pop("model", "BPR"), "ml-100k", method, None, overrides)
     with pytest.raises(ConfigError) as err:
-        check_settings(settings)
+        settings_for(overrides.pop("model", "BPR"), "ml-100k", method, None, overrides)
     assert err.value.key == key

@@ -141,14 +141,8 @@ def test_trainer_builds_the_fused_optimizer_unless_disabled(tmp_path):
     for fused in (True, False):
         run = api.prepare(model="BPR", dataset="ml-100k", method="dense", config_dict={
             **QUICK, "fused_optimizer": fused, "output_root": str(tmp_path / str(fused))})
-        try:
-            mask = ParameterMask(run.prunable)
-            trainer = sparse_trainer(run.config, run.model, mask)
-            assert isinstance(trainer.optimizer, torch.optim.Adam)
-            assert all(bool(g.get("fused")) is fused for g in trainer.optimizer.param_groups)
-            assert mask._optimizer is trainer.optimizer
-        finally:
-            import logging
-
-            logging.getLogger().removeHandler(run._log_handler)
-            run._log_handler.close()
+        mask = ParameterMask(run.prunable)
+        trainer = sparse_trainer(run.config, run.model, mask)
+        assert isinstance(trainer.optimizer, torch.optim.Adam)
+        assert all(bool(g.get("fused")) is fused for g in trainer.optimizer.param_groups)
+        assert mask.optimizer is trainer.optimizer

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import recbole_lth
-from recbole_lth import api, checkpoint, cli, export, pruning, report
-from recbole_lth.masking import ParameterMask
+from recbole_lth import api, checkpoint, cli, export, paths, popularity, pruning, report, results
+from recbole_lth.masking import ParameterMask, entity_axis
 from recbole_lth.trainer import invalidate_caches, sparse_trainer
 
 from conftest import QUICK
@@ -33,7 +33,7 @@ def omp_run(tmp_path_factory):
 
 
 def _rows(run_dir):
-    return {r["ticket"]: r for r in report.read_results(run_dir)}
+    return {r["ticket"]: r for r in results.read_results(run_dir)}
 
 
 # ------------------------------------------------------------------ export
@@ -80,37 +80,33 @@ def test_pack_bits_roundtrip_on_odd_sizes():
 def test_export_load_evaluate_gives_the_tickets_test_metrics(omp_run, tmp_path):
     run_dir, settings = omp_run
     rows = _rows(run_dir)
-    assert set(rows) == {"dense", "omp_0.5000", "omp_0.9000"}
+    assert set(rows) == {"dense", "omp_0.5", "omp_0.9"}
     run = api.prepare(model="BPR", dataset="ml-100k", method="omp", config_dict=settings)
-    try:
-        assert run.run_dir == run_dir
-        # popularity.pt counts the training split only.
-        counts = checkpoint.load(run_dir / "popularity.pt")["state_dict"]
-        assert int(counts["user"].sum()) == int(counts["item"].sum()) == len(run.train_data.dataset)
-        for key in ("omp_0.5000", "omp_0.9000"):
-            out = tmp_path / f"{key}.pt"
-            assert cli.main(["export", str(run_dir), key, "--out", str(out)]) == 0
-            state_dict, masks, meta = export.read_export(out)
-            assert meta["ticket"] == key and meta["model"] == "BPR"
-            run.model.load_state_dict(state_dict)
-            invalidate_caches(run.model)
-            trainer = sparse_trainer(run.config, run.model, ParameterMask(run.prunable, masks))
-            result = trainer.evaluate(run.test_data, load_best_model=False, show_progress=False)
-            trainer.close()
-            row = rows[key]
-            assert abs(row["sparsity"] - float(key.split("_")[1])) < 1e-4
-            for metric, value in result.items():
-                assert float(value) == row[f"test_{metric}"], (key, metric)
-            assert os.path.getsize(out) <= ((1 - row["sparsity"]) + 0.04) * 4 * row["prunable_params"]
-    finally:
-        logging.getLogger().removeHandler(run._log_handler)
-        run._log_handler.close()
+    assert run.run_dir == run_dir
+    # popularity.pt counts the training split only.
+    counts = checkpoint.load(run_dir / "popularity.pt")["state_dict"]
+    assert int(counts["user"].sum()) == int(counts["item"].sum()) == len(run.train_data.dataset)
+    for key in ("omp_0.5", "omp_0.9"):
+        out = tmp_path / f"{key}.pt"
+        assert cli.main(["export", str(run_dir), key, "--out", str(out)]) == 0
+        state_dict, masks, meta = export.read_export(out)
+        assert meta["ticket"] == key and meta["model"] == "BPR"
+        run.model.load_state_dict(state_dict)
+        invalidate_caches(run.model)
+        trainer = sparse_trainer(run.config, run.model, ParameterMask(run.prunable, masks))
+        result = trainer.evaluate(run.test_data, load_best_model=False, show_progress=False)
+        trainer.close()
+        row = rows[key]
+        assert abs(row["sparsity"] - float(key.split("_")[1])) < 1e-4
+        for metric, value in result.items():
+            assert float(value) == row[f"test_{metric}"], (key, metric)
+        assert os.path.getsize(out) <= ((1 - row["sparsity"]) + 0.04) * 4 * row["prunable_params"]
 
 
 # ------------------------------------------------------------------ report
 FIXED_RESULTS = [
     # method, ticket, sparsity, test_recall@20, test_ndcg@20, best_epoch, extra columns
-    {"method": "imp", "model": "BPR", "dataset": "ml-100k", "ticket": "round_00", "sparsity": 0.0,
+    {"method": "imp", "model": "BPR", "dataset": "ml-100k", "ticket": "dense", "sparsity": 0.0,
      "prunable_params": 1000, "active_params": 1000, "nonzero_params": 1000, "best_epoch": 9,
      "valid_recall@20": 0.20, "test_recall@10": 0.11, "test_recall@20": 0.20, "test_ndcg@20": 0.10,
      "train_seconds": 3.0},
@@ -124,7 +120,7 @@ FIXED_RESULTS = [
      "valid_recall@20": 0.17, "test_recall@10": 0.09, "test_recall@20": 0.18, "test_ndcg@20": 0.09,
      "train_seconds": 2.0},
     # a row from a method that adds columns (costs) and leaves others out
-    {"method": "dsl", "model": "BPR", "dataset": "ml-100k", "ticket": "dsl_0.8000", "sparsity": 0.8,
+    {"method": "dsl", "model": "BPR", "dataset": "ml-100k", "ticket": "dsl_0.8", "sparsity": 0.8,
      "prunable_params": 1000, "active_params": 200, "best_epoch": 4, "test_recall@20": 0.205,
      "test_ndcg@20": 0.1, "macs_train_rel": 0.55, "macs_infer_rel": 0.2, "note": "regrow"},
 ]
@@ -132,12 +128,12 @@ FIXED_RESULTS = [
 
 def _write_fixture(run_dir, rows):
     run_dir.mkdir(parents=True, exist_ok=True)
-    columns = report.columns_of(rows)
+    columns = results.columns_of(rows)
     with open(run_dir / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    checkpoint.write_json(run_dir / "settings.json", {"model": "BPR", "dataset": "ml-100k", "valid_metric": "Recall@20"})
+    paths.write_json(run_dir / "settings.json", {"model": "BPR", "dataset": "ml-100k", "valid_metric": "Recall@20"})
     return run_dir
 
 
@@ -149,13 +145,13 @@ def test_report_from_a_fixed_results_csv(tmp_path):
     run_dir = _write_fixture(tmp_path / "fixed", FIXED_RESULTS)
     assert cli.main(["report", str(run_dir)]) == 0
     text = (run_dir / "report.md").read_text()
-    assert "Dense reference: ticket `round_00`" in text
+    assert "Dense reference: ticket `dense`" in text
     assert "test recall@20 ≥ the dense reference's" in text  # the definition is stated
     assert "**yes**" in _line(text, "round_01") and "+10.0%" in _line(text, "round_01")
     assert "| no |" in _line(text, "round_02") and "-10.0%" in _line(text, "round_02")
-    assert "**yes**" in _line(text, "dsl_0.8000")  # 0.205 >= 0.20
-    assert "the sparsest is `dsl_0.8000`" in text
-    cost = next(line for line in text.splitlines() if line.startswith("| dsl_0.8000 | dsl | 0.8 |") and "row" in line)
+    assert "**yes**" in _line(text, "dsl_0.8")  # 0.205 >= 0.20
+    assert "the sparsest is `dsl_0.8`" in text
+    cost = next(line for line in text.splitlines() if line.startswith("| dsl_0.8 | dsl | 0.8 |") and "row" in line)
     assert "| 0.55 | 0.2 | row |" in cost  # the method's own MAC columns are used
     cost = next(line for line in text.splitlines() if line.startswith("| round_02 | imp |") and "costs" in line)
     assert "| 4000 | 2685 | 0.6713 |" in cost  # bitmap 1000/8 bytes + 4 bytes x 640 kept
@@ -179,13 +175,13 @@ def test_report_without_dense_reference(tmp_path):
 def test_report_of_a_real_run_has_embedding_sizes(omp_run):
     run_dir, _ = omp_run
     text = (run_dir / "report.md").read_text()  # written at the end of recbole_lth.run
-    assert "Ticket `omp_0.9000`" in text  # the sparsest ticket by default
+    assert "Ticket `omp_0.9`" in text  # the sparsest ticket by default
     assert (run_dir / "embedding_sizes.png").read_bytes().startswith(PNG_MAGIC)
     assert "| `user_embedding.weight` | user | 5 |" in text and "| `item_embedding.weight` | item | 1 |" in text
     # the bucket table accounts for every kept entry of the ticket (padding row aside)
-    masks = checkpoint.load(run_dir / "tickets" / "omp_0.9000" / "ticket.pt")["masks"]
-    counts = report.load_popularity(run_dir)
-    records, _ = report.embedding_size_buckets(masks, counts, buckets=5)
+    masks = checkpoint.load(run_dir / "tickets" / "omp_0.9" / "ticket.pt")["masks"]
+    counts = popularity.load_popularity(run_dir)
+    records, _ = popularity.embedding_size_buckets(masks, counts, buckets=5, axes=popularity.table_axes(run_dir))
     for name, mask in masks.items():
         mine = [r for r in records if r["tensor"] == name]
         assert sum(r["entities"] for r in mine) == mask.shape[0] - 1
@@ -194,11 +190,13 @@ def test_report_of_a_real_run_has_embedding_sizes(omp_run):
 
 
 def test_entity_axis_maps_rows_and_columns():
-    counts = {"user": torch.zeros(10), "item": torch.zeros(30)}
-    assert report.entity_axis("user_embedding.weight", (10, 16), counts) == ("user", 0)
-    assert report.entity_axis("encoder.0.weight", (600, 30), counts) == ("item", 1)
-    assert report.entity_axis("h_item.weight", (16, 30), counts) == ("item", 1)
-    assert report.entity_axis("mlp.0.weight", (16, 32), counts) is None
+    assert entity_axis("user_embedding.weight", (10, 16), 10, 30) == ("user", 0)
+    assert entity_axis("encoder.0.weight", (600, 30), 10, 30) == ("item", 1)
+    assert entity_axis("h_item.weight", (16, 30), 10, 30) == ("item", 1)
+    assert entity_axis("mlp.0.weight", (16, 32), 10, 30) is None
+    # With the module type: an item-sized output layer has a row per item.
+    assert entity_axis("decoder.2.weight", (30, 600), 10, 30, linear=True) == ("item", 0)
+    assert entity_axis("h_item.weight", (16, 30), 10, 30, linear=True) == ("item", 1)
 
 
 def test_report_failure_is_a_warning_and_keeps_results(quick_run, monkeypatch, caplog):
@@ -224,3 +222,26 @@ def test_compare_merges_two_run_directories(omp_run, tmp_path):
     text = (out / "comparison.md").read_text()
     assert text.count("(reference)") == 2  # each run against its own dense row
     assert (out / "comparison.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_report_ticket_and_buckets_options(omp_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(omp_run[0], run_dir)
+    assert cli.main(["report", str(run_dir), "--ticket", "omp_0.5", "--buckets", "3"]) == 0
+    text = (run_dir / "report.md").read_text()
+    assert "Ticket `omp_0.5` (sparsity 0.5)" in text and "split into 3 equal-size buckets" in text
+    for table in ("user_embedding.weight", "item_embedding.weight"):
+        buckets = [line for line in text.splitlines() if line.startswith(f"| `{table}` |")]
+        assert [line.split(" | ")[2] for line in buckets] == ["1", "2", "3"]
+    # The analysed mask is that ticket's: kept entries over the buckets add up to its own.
+    masks = checkpoint.load(run_dir / "tickets" / "omp_0.5" / "ticket.pt")["masks"]
+    kept = sum(int(m[1:].sum()) for m in masks.values())
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("| `") and "embedding.weight` |" in line:
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            total += int(cells[4]) * float(cells[5])
+    assert abs(total - kept) < 1.0 * 3 * 2  # mean_kept is printed to 2 decimals
+    assert cli.main(["report", str(run_dir), "--buckets", "0"]) == 2

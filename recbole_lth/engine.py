@@ -1,38 +1,30 @@
-"""The ticket loop: methods as short plans over one ``Run``.
+"""The shared engine: a :class:`Run` trains :class:`Ticket` s; methods are plans over it.
 
-A method (``METHODS``) is a function of a :class:`Run` that asks for tickets
-in order: ``run.ticket(key, masks=..., start_state=...)``.  ``Run.ticket``
-trains one ticket through RecBole (selection on validation, test at the best
-validation epoch) and stores it; a ticket already stored in the run
-directory is loaded instead of trained, so re-running a command resumes after
-the last finished ticket and replays the same masks.
+A method (``recbole_lth.methods``) is a function of a :class:`Run` that asks
+for tickets in order: ``run.ticket(key, masks=..., start_state=...)``.
+``Run.ticket`` trains one ticket through RecBole (selection on validation,
+test at the best validation epoch) and stores it; a ticket already stored in
+the run directory is loaded instead of trained, so re-running a command
+resumes after the last finished ticket and replays the same masks.
+
+Nothing here knows a method: hooks (:class:`TicketHook`) extend how a
+ticket trains (distillation, DSL's exploration, extra columns).
 """
 from __future__ import annotations
 
-import csv
 import logging
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from time import perf_counter
 
 import torch
-from recbole.utils import init_seed
 
-from recbole_lth import checkpoint, pruning
+from recbole_lth import builder, checkpoint, paths
 from recbole_lth.errors import TrainingDiverged
 from recbole_lth.masking import ParameterMask, full_masks
+from recbole_lth.results import plain, write_results
 from recbole_lth.trainer import invalidate_caches, sparse_trainer
 
 logger = logging.getLogger("recbole_lth")
-
-
-def _plain(value):
-    """Metric values come back as numpy scalars; results hold plain floats."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return value
 
 
 class TicketHook:
@@ -42,7 +34,8 @@ class TicketHook:
     fresh) and before ``fit``: a hook may add ``trainer.mask.grad_observers``
     (DSL), wrap ``trainer.loss_func`` (distillation) or add
     ``trainer.epoch_callbacks``.  ``row_fields`` adds columns to the ticket's
-    results row once training is done.
+    results row once training is done.  ``diverged_hint`` names what the
+    hook adds to the loss, for the message when the loss becomes NaN.
     """
 
     def attach(self, run: "Run", trainer) -> None:
@@ -51,9 +44,12 @@ class TicketHook:
     def row_fields(self) -> dict:
         return {}
 
+    def diverged_hint(self) -> str:
+        return ""
+
 
 def _metrics_text(result) -> str:
-    return ", ".join(f"{k}={_plain(v):.4f}" for k, v in (result or {}).items())
+    return ", ".join(f"{k}={plain(v):.4f}" for k, v in (result or {}).items())
 
 
 @dataclass
@@ -80,13 +76,21 @@ class Run:
     valid_data: object
     test_data: object
     model: torch.nn.Module
-    run_dir: Path
+    paths: paths.RunPaths
     prunable: dict = field(default_factory=dict)
     rows: list = field(default_factory=list)
     # TicketHooks attached to every ticket of the run (e.g. distillation).
     ticket_hooks: list = field(default_factory=list)
 
     # ------------------------------------------------------------- states
+    @property
+    def run_dir(self):
+        return self.paths.root
+
+    @property
+    def method(self) -> str:
+        return self.settings["method"]
+
     @property
     def device(self):
         return self.config["device"]
@@ -98,21 +102,34 @@ class Run:
     def full_masks(self) -> dict:
         return full_masks(self.prunable)
 
+    def with_model(self, model, prunable: dict) -> "Run":
+        """The same run training another model (a baseline's): same data,
+        settings, results and hooks."""
+        return replace(self, model=model, prunable=prunable)
+
     def init_state(self) -> dict:
         """The model's initial weights, saved once and reloaded (never re-seeded)."""
-        path = self.run_dir / "init_state.pt"
+        path = self.paths.init_state
         if not path.exists():
             checkpoint.save(path, state_dict=self.model.state_dict(), meta={"epoch": 0})
         return checkpoint.load(path)["state_dict"]
 
+    def saved_init(self, key: str, model) -> dict:
+        """A baseline model's initial weights, saved once and reloaded."""
+        path = self.paths.baseline_init(key)
+        if not path.exists():
+            checkpoint.save(path, state_dict=model.state_dict(), meta={"epoch": 0})
+        return checkpoint.load(path)["state_dict"]
+
     def rewind_state(self) -> dict:
-        """Weights survivors are rewound to: initial, or after ``rewind_epoch``."""
-        if self.settings["rewind_epoch"] == 0:
+        """Weights survivors are rewound to: initial, or after ``rewind_epoch``
+        of the dense ticket."""
+        if not self.settings.get("rewind_epoch"):
             return self.init_state()
-        path = self.run_dir / "rewind_state.pt"
+        path = self.paths.rewind_state
         if not path.exists():
             raise TrainingDiverged(
-                f"rewind_epoch={self.settings['rewind_epoch']}: the dense round stopped (early stopping) "
+                f"rewind_epoch={self.settings['rewind_epoch']}: the dense ticket stopped (early stopping) "
                 f"before that epoch, so there is no state to rewind to; use a smaller rewind_epoch "
                 f"or a larger stopping_step. Finished tickets are kept in {self.run_dir}"
             )
@@ -120,13 +137,26 @@ class Run:
 
     def _capture_rewind(self, trainer, epoch_idx) -> None:
         if epoch_idx + 1 == self.settings["rewind_epoch"]:
-            checkpoint.save(
-                self.run_dir / "rewind_state.pt",
-                state_dict=self.model.state_dict(),
-                meta={"epoch": epoch_idx + 1},
-            )
+            checkpoint.save(self.paths.rewind_state, state_dict=self.model.state_dict(),
+                            meta={"epoch": epoch_idx + 1})
+
+    def dense(self) -> Ticket:
+        """The run's dense ticket (trained once): the sparsity-0 row, the
+        rewind source and the default teacher of every method."""
+        return self.ticket(
+            paths.DENSE_TICKET, round_idx=0, target_sparsity=0.0, masks=self.full_masks(),
+            start_state=self.init_state(), capture_rewind=bool(self.settings.get("rewind_epoch")),
+        )
 
     # ------------------------------------------------------------ tickets
+    def stored(self, key: str) -> Ticket | None:
+        """The finished ticket ``key``, or None."""
+        if not self.paths.ticket_result(key).exists():
+            return None
+        stored = checkpoint.load(self.paths.ticket_weights(key))
+        row = paths.read_json(self.paths.ticket_result(key))
+        return Ticket(key, row, stored["state_dict"], stored["masks"])
+
     def ticket(
         self,
         key: str,
@@ -140,28 +170,42 @@ class Run:
         note: str = "",
         hooks: tuple = (),
     ) -> Ticket:
-        folder = self.run_dir / "tickets" / key
-        if (folder / "result.json").exists():
-            stored = checkpoint.load(folder / "ticket.pt")
-            row = checkpoint.read_json(folder / "result.json")
-            logger.info(f"ticket {key}: already finished in {folder}, skipped")
-            ticket = Ticket(key, row, stored["state_dict"], stored["masks"])
+        ticket = self.stored(key)
+        if ticket is not None:
+            logger.info(f"ticket {key}: already finished in {self.paths.tickets / key}, skipped")
         else:
             ticket = self._train(
                 key, round_idx, target_sparsity, masks, start_state, start_epoch, capture_rewind, note,
                 list(self.ticket_hooks) + list(hooks),
             )
-            checkpoint.save(folder / "ticket.pt", state_dict=ticket.state_dict, masks=ticket.masks, meta={"key": key})
-            checkpoint.write_json(folder / "result.json", ticket.row)
-        self.rows.append(ticket.row)
-        self.write_results()
+            checkpoint.save(self.paths.ticket_weights(key), state_dict=ticket.state_dict, masks=ticket.masks,
+                            meta={"key": key})
+            paths.write_json(self.paths.ticket_result(key), ticket.row)
+        self.add_row(ticket.row)
         return ticket
+
+    def add_row(self, row: dict) -> None:
+        """A row of ``results.csv`` (a ticket's, or a note with no ticket); a
+        ticket asked for again (the dense ticket, shared) keeps its one row."""
+        same = [i for i, r in enumerate(self.rows) if r.get("ticket") == row.get("ticket")]
+        if same:
+            self.rows[same[0]] = row
+        else:
+            self.rows.append(row)
+        write_results(self.run_dir, self.rows)
+
+    def row_start(self, key: str, round_idx: int, target_sparsity: float) -> dict:
+        """The columns every row begins with."""
+        return {
+            "method": self.method, "model": self.config["model"], "dataset": self.config["dataset"],
+            "ticket": key, "round": round_idx, "target_sparsity": round(float(target_sparsity), 6),
+        }
 
     def _train(self, key, round_idx, target_sparsity, masks, start_state, start_epoch, capture_rewind, note, hooks):
         config = self.config
         # Every ticket sees the same seed and the same data order, so a ticket
         # is a function of (start state, mask, settings) and resuming replays it.
-        init_seed(config["seed"], config["reproducibility"])
+        builder.seed(config)
         self.train_data.generator.manual_seed(config["seed"])
         self.model.load_state_dict(start_state)
         mask = ParameterMask(self.prunable, {n: m.to(self.device) for n, m in masks.items()})
@@ -185,10 +229,11 @@ class Run:
             if "nan" not in str(err).lower():
                 raise
             epoch = start_epoch if trainer.last_epoch is None else trainer.last_epoch + 1
+            causes = [f"learning_rate (now {config['learning_rate']})"] + [h.diverged_hint() for h in hooks]
             raise TrainingDiverged(
                 f"ticket {key} (round {round_idx}): the training loss became NaN in epoch {epoch}. "
                 f"Finished tickets are kept in {self.run_dir} and a re-run resumes after them; "
-                f"try a smaller learning_rate (now {config['learning_rate']})."
+                f"try a smaller {' or a smaller '.join(c for c in causes if c)}."
             ) from err
         finally:
             trainer.close()
@@ -197,12 +242,7 @@ class Run:
         test_result = trainer.evaluate(self.test_data, load_best_model=False, show_progress=False)
         report = mask.report()
         row = {
-            "method": self.settings["method"],
-            "model": config["model"],
-            "dataset": config["dataset"],
-            "ticket": key,
-            "round": round_idx,
-            "target_sparsity": round(float(target_sparsity), 6),
+            **self.row_start(key, round_idx, target_sparsity),
             "sparsity": round(report.sparsity, 6),
             **{f"sparsity[{n}]": round(s, 6) for n, s in report.table_sparsity().items()},
             "prunable_params": report.total,
@@ -210,8 +250,8 @@ class Run:
             "nonzero_params": report.total_nonzero,
             "best_epoch": trainer.best_epoch,
             "epochs_trained": (trainer.last_epoch + 1 - start_epoch) if trainer.last_epoch is not None else 0,
-            **{f"valid_{k}": _plain(v) for k, v in (trainer.best_valid_result or {}).items()},
-            **{f"test_{k}": _plain(v) for k, v in (test_result or {}).items()},
+            **{f"valid_{k}": plain(v) for k, v in (trainer.best_valid_result or {}).items()},
+            **{f"test_{k}": plain(v) for k, v in (test_result or {}).items()},
             "train_seconds": round(seconds, 3),
         }
         for hook in hooks:
@@ -223,86 +263,3 @@ class Run:
         )
         state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         return Ticket(key, row, state, mask.cpu_masks())
-
-    def write_results(self) -> None:
-        columns: list[str] = []
-        for row in self.rows:
-            columns += [c for c in row if c not in columns]
-        path = self.run_dir / "results.csv"
-        tmp = path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, path)
-
-
-# ------------------------------------------------------------------ methods
-def planned_rounds(settings: dict) -> int:
-    limits = []
-    if settings.get("rounds") is not None:
-        limits.append(settings["rounds"])
-    if settings.get("target_sparsity") is not None:
-        limits.append(pruning.imp_rounds_to(settings["prune_rate"], settings["target_sparsity"]))
-    return min(limits) if limits else 0
-
-
-def dense(run: Run) -> None:
-    run.ticket("dense", round_idx=0, target_sparsity=0.0, masks=run.full_masks(), start_state=run.init_state())
-
-
-def _iterative(run: Run, rewind: bool) -> None:
-    """IMP (rewind=True) and WR (rewind=False): round 0 is the dense model."""
-    settings, names = run.settings, list(run.prunable)
-    rewind_epoch = settings["rewind_epoch"] if rewind else 0
-    previous = run.ticket(
-        "round_00", round_idx=0, target_sparsity=0.0, masks=run.full_masks(),
-        start_state=run.init_state(), capture_rewind=rewind_epoch > 0,
-    )
-    for r in range(1, planned_rounds(settings) + 1):
-        sparsity = pruning.imp_sparsity(settings["prune_rate"], r)
-        # Prune the best-on-validation weights of the previous round (the
-        # model we report), never reviving an already pruned weight.
-        masks = pruning.magnitude_prune(
-            previous.prunable_weights(names, run.device), previous.device_masks(run.device), sparsity, run.scope
-        )
-        start = run.rewind_state() if rewind else previous.state_dict
-        previous = run.ticket(
-            f"round_{r:02d}", round_idx=r, target_sparsity=sparsity, masks=masks,
-            start_state=start, start_epoch=rewind_epoch,
-        )
-
-
-def imp(run: Run) -> None:
-    _iterative(run, rewind=True)
-
-
-def wr(run: Run) -> None:
-    _iterative(run, rewind=False)
-
-
-def omp(run: Run) -> None:
-    rewind_epoch = run.settings["rewind_epoch"]
-    trained = run.ticket(
-        "dense", round_idx=0, target_sparsity=0.0, masks=run.full_masks(),
-        start_state=run.init_state(), capture_rewind=rewind_epoch > 0,
-    )
-    weights = trained.prunable_weights(list(run.prunable), run.device)
-    for i, sparsity in enumerate(run.settings["target_sparsities"], start=1):
-        masks = pruning.magnitude_prune(weights, run.full_masks(), sparsity, run.scope)
-        run.ticket(
-            f"omp_{sparsity:.4f}", round_idx=i, target_sparsity=sparsity, masks=masks,
-            start_state=run.rewind_state(), start_epoch=rewind_epoch,
-        )
-
-
-def rp(run: Run) -> None:
-    if run.settings["rewind_epoch"]:
-        logger.warning("rp draws random masks over the initial weights; rewind_epoch is ignored")
-    for i, sparsity in enumerate(run.settings["target_sparsities"], start=1):
-        masks = pruning.random_mask(run.prunable, sparsity, run.scope, seed=run.config["seed"] + i)
-        run.ticket(
-            f"rp_{sparsity:.4f}", round_idx=i, target_sparsity=sparsity, masks=masks,
-            start_state=run.init_state(),
-        )
-

@@ -23,8 +23,9 @@ Search, then retrain (PEP §4, App. A.3):
    rewound to the saved initial values (PEP §4.2 / App. A.6) and trained by
    ``Run.ticket`` on the plain model (no threshold), selected on validation.
 
-The search's masks and costs are saved to ``run_dir/pep_search.pt`` and
-``pep_search.json``, so a re-run resumes without searching again.
+The search's masks and costs are saved once (``search/pep.pt`` and
+``search/pep.json`` in the run directory), so a re-run resumes without
+searching again.
 """
 from __future__ import annotations
 
@@ -33,15 +34,15 @@ import logging
 from time import perf_counter
 
 import torch
-from recbole.utils import init_seed
 from torch import nn
 from torch.nn.utils import parametrize
 
-from recbole_lth import checkpoint
-from recbole_lth.config import _is_number, check_target_sparsities
-from recbole_lth.errors import ConfigError
-from recbole_lth.pruning import _counts, _keep_top, kept_count
-from recbole_lth.search import TicketHook
+from recbole_lth import builder, checkpoint, paths
+from recbole_lth.engine import TicketHook
+from recbole_lth.masking import table_axes
+from recbole_lth.methods.base import Method
+from recbole_lth.pruning import keep_top, kept_count
+from recbole_lth.settings import choice_key, number_key
 from recbole_lth.trainer import invalidate_caches
 
 logger = logging.getLogger("recbole_lth")
@@ -80,22 +81,6 @@ def threshold_shape(shape, granularity: str, feature_axis: int = 0) -> tuple:
     raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
 
 
-def feature_axis(model: nn.Module, name: str) -> int:
-    """Axis of ``name`` that indexes features (users/items).
-
-    An ``nn.Embedding`` weight is (rows, d): axis 0.  The item tables of the
-    autoencoders are ``nn.Linear`` weights (out, in): an item-sized output
-    layer (n_items, h) holds one row per item (axis 0), an item-sized input
-    layer (h, n_items) one column per item (axis 1), so "feature" always means
-    one user's or item's vector.
-    """
-    module = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-    n_items = getattr(model, "n_items", None)
-    if isinstance(module, nn.Linear) and module.in_features == n_items and module.out_features != n_items:
-        return 1
-    return 0
-
-
 class _StopSearch(Exception):
     """Raised from the step hook once every target has been recorded."""
 
@@ -114,11 +99,14 @@ class PepSearch:
         device = run.device
         self.thresholds: dict[str, SoftThreshold] = {}
         self.originals: dict[str, torch.Tensor] = {}
+        axes = table_axes(self.model, list(run.prunable))
         for name in run.prunable:
             module_name, tensor_name = name.rsplit(".", 1)
             module = self.model.get_submodule(module_name)
             weight = getattr(module, tensor_name)
-            shape = threshold_shape(weight.shape, settings["pep_granularity"], feature_axis(self.model, name))
+            # "feature" = one user's or item's vector: a row, or an input layer's column.
+            axis = axes[name][1] if axes[name] else 0
+            shape = threshold_shape(weight.shape, settings["pep_granularity"], axis)
             soft = SoftThreshold(shape, settings["pep_init"], device=weight.device)
             parametrize.register_parametrization(module, tensor_name, soft)
             self.thresholds[name] = soft
@@ -194,7 +182,7 @@ class PepSearch:
         from recbole.utils import get_trainer
 
         run, config = self.run, self.run.config
-        init_seed(config["seed"], config["reproducibility"])
+        builder.seed(config)
         run.train_data.generator.manual_seed(config["seed"])
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, self.model)
         trainer.optimizer = trainer._build_optimizer(params=self.optimizer_groups())
@@ -225,7 +213,7 @@ class PepSearch:
             entry = {"target_sparsity": target, "reached": bool(recorded[t])}
             if recorded[t]:
                 eligible = {n: torch.ones_like(m, dtype=torch.bool) for n, m in self.margins[t].items()}
-                mask = _keep_top(self.margins[t], eligible, _counts(eligible, target, scope), scope)
+                mask = keep_top(self.margins[t], eligible, target, scope)
                 masks.update({f"{t}/{n}": m for n, m in mask.items()})
                 entry.update(
                     search_step=int(step_at[t]),
@@ -265,8 +253,8 @@ class PepRowFields(TicketHook):
 
 
 def search_masks(run, targets) -> tuple[dict, dict]:
-    """The search's result, from ``pep_search.pt`` if a previous run saved it."""
-    path = run.run_dir / "pep_search.pt"
+    """The search's result, from the run directory if a previous run saved it."""
+    path = run.paths.search_state("pep")
     if path.exists():
         logger.info(f"pep: search already done, loaded from {path}")
         stored = checkpoint.load(path)
@@ -277,28 +265,27 @@ def search_masks(run, targets) -> tuple[dict, dict]:
     )
     result = PepSearch(run, targets).fit()
     checkpoint.save(path, masks=result["masks"], meta=result["meta"])
-    checkpoint.write_json(run.run_dir / "pep_search.json", result["meta"])
+    paths.write_json(run.paths.search_summary("pep"), result["meta"])
     logger.info(f"pep: search done: {result['meta']}")
     return result["masks"], result["meta"]
 
 
-def pep(run) -> None:
+def plan(run) -> None:
     targets = list(run.settings["target_sparsities"])
     masks, meta = search_masks(run, targets)
     for t, entry in enumerate(meta["targets"]):
-        target, key = entry["target_sparsity"], f"pep_{entry['target_sparsity']:.4f}"
+        target = entry["target_sparsity"]
+        key = paths.target_ticket("pep", target)
         if not entry["reached"]:
             note = (
                 f"not reached: the search ended after {meta['search_epochs']} epochs at sparsity "
                 f"{meta['final_sparsity']}; raise epochs, pep_lr or pep_init"
             )
             logger.warning(f"pep: target sparsity {target} {note}; no ticket trained")
-            run.rows.append({
-                "method": run.settings["method"], "model": run.config["model"], "dataset": run.config["dataset"],
-                "ticket": key, "round": t + 1, "target_sparsity": target,
+            run.add_row({
+                **run.row_start(key, t + 1, target),
                 "search_seconds": meta["search_seconds"], "search_epochs": meta["search_epochs"], "note": note,
             })
-            run.write_results()
             continue
         mask = {n: masks[f"{t}/{n}"].to(run.device) for n in run.prunable}
         run.ticket(
@@ -307,15 +294,15 @@ def pep(run) -> None:
         )
 
 
-def check(settings: dict) -> None:
-    check_target_sparsities(settings)
-    if settings.get("pep_granularity") not in GRANULARITIES:
-        raise ConfigError("pep_granularity", settings.get("pep_granularity"), ", ".join(GRANULARITIES))
-    if not _is_number(settings.get("pep_init")):
-        raise ConfigError("pep_init", settings.get("pep_init"), "a number (the initial s; threshold sigmoid(s))")
-    lr = settings.get("pep_lr")
-    if lr is not None and (not _is_number(lr) or lr <= 0):
-        raise ConfigError("pep_lr", lr, "a number > 0, or null for learning_rate")
-    decay = settings.get("pep_weight_decay")
-    if not _is_number(decay) or decay < 0:
-        raise ConfigError("pep_weight_decay", decay, "a number >= 0")
+KEYS = (
+    choice_key("pep_granularity", "the shape of s: one per tensor, per dimension, per user/item, per entry",
+               GRANULARITIES),
+    number_key("pep_init", "initial s: threshold sigmoid(s)"),
+    number_key("pep_lr", "learning rate of s (null: learning_rate)", 0, low_open=True, nullable=True),
+    number_key("pep_weight_decay", "L2 on s: what raises the thresholds (PEP's code: Adam's weight decay on s)", 0),
+)
+
+METHOD = Method(
+    "pep", "one soft-threshold search (learnable s, PEP Eq. 8) records a mask when each target is first reached; "
+    "each mask is rewound to the initial weights and retrained (PEP §4.2)", plan, keys=KEYS,
+)

@@ -1,0 +1,160 @@
+"""The one builder of RecBole's config, data and models.
+
+Only ``recbole.config``, ``recbole.data`` and ``recbole.utils`` are used
+(never ``recbole.quick_start``, which imports ray), so the plugin also runs
+where RecBole is installed with ``--no-deps``.  Every model of a run (the
+run's own, a baseline's smaller one, a frozen teacher, the report's model
+for the MAC count) is built here, from the same config and seed.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+
+import torch
+import yaml
+
+from recbole_lth.errors import ConfigError
+
+
+@contextmanager
+def argv_isolated():
+    """RecBole's Config also parses ``sys.argv``; we pass everything
+    explicitly, so hide the caller's argv (pytest's, a notebook's, ...)."""
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+# ------------------------------------------------------------------ data
+def bundled_data_path() -> str:
+    import recbole
+
+    return os.path.join(os.path.dirname(recbole.__file__), "dataset_example")
+
+
+def _atomic_files_present(folder: str, dataset: str, benchmark) -> bool:
+    if not os.path.isdir(folder):
+        return False
+    if benchmark:
+        return all(os.path.isfile(os.path.join(folder, f"{dataset}.{part}.inter")) for part in benchmark)
+    return os.path.isfile(os.path.join(folder, f"{dataset}.inter"))
+
+
+def resolve_data_path(settings: dict) -> str:
+    """Find the dataset's atomic files; never let RecBole download.
+
+    Looks under ``data_path`` first, then in the datasets bundled with RecBole
+    (ml-100k).  Returns the data_path to hand to RecBole.
+    """
+    dataset = settings["dataset"]
+    benchmark = settings.get("benchmark_filename")
+    data_path = settings.get("data_path") or "dataset/"
+    for root in (data_path, bundled_data_path()):
+        if _atomic_files_present(os.path.join(root, dataset), dataset, benchmark):
+            return root
+    wanted = ", ".join(f"{dataset}.{part}.inter" for part in benchmark) if benchmark else f"{dataset}.inter"
+    available = sorted(
+        d for d in (os.listdir(data_path) if os.path.isdir(data_path) else [])
+        if os.path.isdir(os.path.join(data_path, d))
+    )
+    raise ConfigError(
+        "dataset", dataset,
+        f"a folder {os.path.join(data_path, dataset)}/ holding {wanted} (RecBole atomic files; "
+        f"nothing is downloaded). Datasets under data_path={data_path!r}: {available or 'none'}; "
+        f"bundled with RecBole: ml-100k. Set --data_path to the folder that holds {dataset}/",
+    )
+
+
+# ----------------------------------------------------------------- config
+# Plugin keys that RecBole's Config must not see as its own.
+_NOT_FOR_RECBOLE = ("model", "dataset", "config_files")
+
+
+def recbole_config(settings: dict, checkpoint_dir, **overrides):
+    """RecBole's ``Config`` for the merged settings (every key passed
+    explicitly; the caller's ``sys.argv`` is ignored)."""
+    from recbole.config import Config
+
+    values = {k: v for k, v in settings.items() if k not in _NOT_FOR_RECBOLE}
+    values.setdefault("checkpoint_dir", str(checkpoint_dir))
+    values.update(overrides)
+    with argv_isolated():
+        return Config(model=settings["model"], dataset=settings["dataset"], config_dict=values)
+
+
+def plain_config(config) -> str:
+    """RecBole's resolved config as yaml (values yaml cannot hold as strings)."""
+    plain = {}
+    for key, value in config.final_config_dict.items():
+        try:
+            yaml.safe_dump(value)
+            plain[key] = value
+        except yaml.representer.RepresenterError:
+            plain[key] = str(value)
+    return yaml.safe_dump(plain, sort_keys=True)
+
+
+def seed(config) -> None:
+    from recbole.utils import init_seed
+
+    init_seed(config["seed"], config["reproducibility"])
+
+
+def load_data(config):
+    """``(dataset, train, valid, test)``: RecBole's dataset and its data
+    loaders, split with the run's seed."""
+    from recbole.data import create_dataset, data_preparation
+
+    seed(config)
+    dataset = create_dataset(config)
+    return (dataset, *data_preparation(config, dataset))
+
+
+# ------------------------------------------------------------------ models
+@contextmanager
+def config_values(config, values: dict):
+    """Temporarily set ``values`` in a RecBole config."""
+    saved = {key: config[key] for key in values}
+    for key, value in values.items():
+        config[key] = value
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            config[key] = value
+
+
+def new_model(config, dataset, sizes: dict | None = None, fork_rng: bool = False):
+    """A new model of the config's class on the config's device.
+
+    ``sizes``: config values for this model only (a baseline's smaller
+    widths); ``fork_rng``: build without drawing from the run's random stream
+    (a frozen teacher must not shift the student's dropout or sampling);
+    otherwise the model is seeded as the run's own model is.
+    """
+    from recbole.utils import get_model
+
+    device = torch.device(config["device"])
+    with config_values(config, sizes or {}):
+        if fork_rng:
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                model = get_model(config["model"])(config, dataset)
+        else:
+            seed(config)
+            model = get_model(config["model"])(config, dataset)
+    return model.to(device)
+
+
+def rebuild(settings: dict, checkpoint_dir):
+    """``(train_dataset, model)`` rebuilt from a run's stored settings (same
+    seed, same split), for a report that needs what the run did not store.
+    Never downloads: the dataset must be found as in a run."""
+    settings = dict(settings, data_path=resolve_data_path(settings))
+    config = recbole_config(settings, checkpoint_dir, state="WARNING", show_progress=False)
+    _, train, _, _ = load_data(config)
+    return train.dataset, new_model(config, train.dataset)

@@ -1,0 +1,287 @@
+"""Dynamic sparse training at a fixed budget: drop, grow, schedule (RigL's split).
+
+Three swappable pieces and one update:
+
+* a *drop score* (higher = keep): which active weights are dropped;
+* a *grow score* (higher = grow): which inactive weights are regrown, and
+  which steps need the dense weight gradient for it (``dense_gradient``:
+  ``"never"``, ``"update_steps"`` or ``"every_step"``), so the training MACs
+  follow the rule actually used;
+* a *schedule*: the fraction ρ_t of active weights exchanged at step t, 0
+  from ``T_end`` on (the mask is frozen);
+* :func:`exchange`: one update with exactly as many weights grown as dropped.
+
+:class:`Explorer` runs them inside one ticket's training as a gradient
+observer of the mask core (the optimizer's pre-step hook, before pruned
+gradients are zeroed): ``param.grad`` there is the true gradient at pruned
+positions too (the forward uses the weights as stored, pruned ones exactly
+zero).  ``ParameterMask.set_masks`` then zeroes the dropped weights and every
+optimizer state tensor at pruned positions; a regrown weight was pruned until
+now, so it is zero with zero Adam moments, and the step that follows gives it
+its first update from the gradient it was chosen for.
+"""
+from __future__ import annotations
+
+import math
+from time import perf_counter
+
+import torch
+
+from recbole_lth import costs, pruning
+from recbole_lth.engine import TicketHook
+
+Masks = dict[str, torch.Tensor]
+Tensors = dict[str, torch.Tensor]
+
+DECAYS = ("cosine", "linear", "constant")
+
+
+# ---------------------------------------------------------------- schedule
+def drop_fraction(step: int, rho0: float, end_step: int, decay: str = "cosine") -> float:
+    """ρ_t: the fraction of active weights exchanged at optimizer step ``step``.
+
+    cosine: ρ₀/2·(1+cos(πt/T_end)) (the DSL paper's eq. 2); linear:
+    ρ₀·(1-t/T_end); constant: ρ₀.  0 from ``end_step`` on (the mask is frozen).
+    """
+    if decay not in DECAYS:
+        raise ValueError(f"decay must be one of {DECAYS}, got {decay!r}")
+    if step >= end_step:
+        return 0.0
+    if decay == "cosine":
+        return rho0 / 2.0 * (1.0 + math.cos(math.pi * step / end_step))
+    if decay == "linear":
+        return rho0 * (1.0 - step / end_step)
+    return rho0
+
+
+class Schedule:
+    """When the mask changes (every ``interval`` steps before ``end_step``) and by how much."""
+
+    def __init__(self, interval: int, init_ratio: float, end_step: int, decay: str = "cosine"):
+        self.interval, self.init_ratio, self.end_step, self.decay = interval, init_ratio, end_step, decay
+
+    def is_update_step(self, step: int) -> bool:
+        return step % self.interval == 0 and step < self.end_step
+
+    def fraction(self, step: int) -> float:
+        return drop_fraction(step, self.init_ratio, self.end_step, self.decay)
+
+
+# ------------------------------------------------------------- drop scores
+def magnitude_drop(weights: Tensors) -> Tensors:
+    """|w|: the smallest active weights are dropped (DSL's pruning principle)."""
+    return pruning.magnitude_scores(weights)
+
+
+DROP_SCORES = {"magnitude": magnitude_drop}
+
+
+# ------------------------------------------------------------- grow scores
+class GrowScore:
+    """Scores of the inactive weights; the highest are regrown."""
+
+    # Which steps need the dense weight gradient (for the MACs accounting).
+    dense_gradient = "never"
+
+    def observe(self, grads: dict) -> None:
+        """Called every step with the full gradients (before masking)."""
+
+    def scores(self, weights: Tensors, grads: dict) -> Tensors:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Called after each update."""
+
+
+class GradientGrow(GrowScore):
+    """|grad| of the update step's batch (the DSL paper's growth principle, RigL)."""
+
+    dense_gradient = "update_steps"
+
+    def scores(self, weights, grads):
+        return {n: grads[n].detach().abs().float() if grads.get(n) is not None
+                else torch.zeros_like(w, dtype=torch.float) for n, w in weights.items()}
+
+
+class AccumulatedGradientGrow(GrowScore):
+    """|Σ grad| over the steps since the last update: every row a batch
+    looked up in the interval has a score, not only the update step's rows."""
+
+    dense_gradient = "every_step"
+
+    def __init__(self):
+        self.total: dict[str, torch.Tensor] = {}
+
+    def observe(self, grads):
+        for name, grad in grads.items():
+            if grad is None:
+                continue
+            if name in self.total:
+                self.total[name].add_(grad)
+            else:
+                self.total[name] = grad.detach().clone()
+
+    def scores(self, weights, grads):
+        return {n: self.total[n].abs().float() if n in self.total else torch.zeros_like(w, dtype=torch.float)
+                for n, w in weights.items()}
+
+    def reset(self):
+        for total in self.total.values():
+            total.zero_()
+
+
+class RandomGrow(GrowScore):
+    """Uniform scores (SET, Mocanu et al. 2018): needs no gradient."""
+
+    def __init__(self, seed: int = 0):
+        self.generator = None
+        self.seed = seed
+
+    def scores(self, weights, grads):
+        device = next(iter(weights.values())).device
+        if self.generator is None:
+            self.generator = torch.Generator(device=device).manual_seed(self.seed)
+        return {n: torch.rand(w.shape, generator=self.generator, device=device) for n, w in weights.items()}
+
+
+GROW_SCORES = {"gradient": GradientGrow, "accumulated_gradient": AccumulatedGradientGrow, "random": RandomGrow}
+
+
+# ------------------------------------------------------------------ update
+def exchange_counts(active: dict[str, int], numel: dict[str, int], fraction: float, scope: str):
+    """How many weights to drop (= to regrow): ``round(ρ·active)``, capped by
+    the inactive weights available to regrow; one count over all tensors
+    (``global``) or one per tensor (``per_table``)."""
+    if scope == "per_table":
+        return {n: min(int(round(fraction * active[n])), numel[n] - active[n]) for n in active}
+    total_active = sum(active.values())
+    return min(int(round(fraction * total_active)), sum(numel.values()) - total_active)
+
+
+@torch.no_grad()
+def exchange(drop_scores: Tensors, grow_scores: Tensors, masks: Masks, counts) -> Masks:
+    """Drop ``counts`` active weights with the lowest drop score and grow as
+    many weights inactive in ``masks`` (so never one dropped now) with the
+    highest grow score: the budget stays exact.  On-device ``topk``, no sort."""
+    lowest_first = {n: -s for n, s in drop_scores.items()}
+    scope = "per_table" if isinstance(counts, dict) else "global"
+    dropped = pruning.keep_top_k(lowest_first, masks, counts, scope)
+    grown = pruning.keep_top_k(grow_scores, {n: ~m for n, m in masks.items()}, counts, scope)
+    return {n: (masks[n] & ~dropped[n]) | grown[n] for n in masks}
+
+
+def dsl_update(weights: Tensors, grads: dict, masks: Masks, fraction: float, scope: str = "global",
+               active: dict[str, int] | None = None) -> Masks:
+    """One DSL exploration: magnitude drop, |grad| growth, ``fraction`` of the
+    active weights exchanged.  ``active``: per-tensor active counts if the
+    caller knows them (counting here costs a host sync)."""
+    if active is None:
+        active = {n: int(m.sum()) for n, m in masks.items()}
+    counts = exchange_counts(active, {n: m.numel() for n, m in masks.items()}, fraction, scope)
+    if not (any(counts.values()) if isinstance(counts, dict) else counts):
+        return dict(masks)
+    return exchange(magnitude_drop(weights), GradientGrow().scores(weights, grads), masks, counts)
+
+
+# --------------------------------------------------------------- the hook
+class Explorer(TicketHook):
+    """Runs the exploration inside one ticket's training (a grad observer).
+
+    Per step it compares a Python int (and lets the grow score observe the
+    gradient, when it accumulates); at an update step it computes the two
+    scores and calls :func:`exchange` and ``mask.set_masks``.  Columns it
+    adds: ``dsl_updates`` (explorations that changed the mask),
+    ``dsl_exchanged`` (weights dropped and regrown, summed), ``explore_seconds``
+    (wall time of the updates; on CUDA synchronised at update steps only),
+    ``explore_fraction`` (that over the training wall time, from the start of
+    ``fit`` to the end of the last training epoch) and
+    ``macs_train_rel``/``macs_infer_rel`` (:mod:`recbole_lth.costs`).
+    """
+
+    def __init__(self, schedule: Schedule, scope: str, drop=magnitude_drop, grow: GrowScore | None = None):
+        self.schedule, self.scope = schedule, scope
+        self.drop, self.grow = drop, grow or GradientGrow()
+        self.updates = self.exchanged = 0
+        self.explore_seconds = 0.0
+
+    def attach(self, run, trainer) -> None:
+        mask = trainer.mask
+        self.mask, self.model = mask, trainer.model
+        self.batch_size = trainer.config["train_batch_size"]
+        self.device = next(iter(mask.params.values())).device
+        # The budget never changes: count it once per ticket (one host sync).
+        # Under global scope only its total is used (tables may trade weights).
+        self.active = {n: int(m.sum()) for n, m in mask.masks.items()}
+        self.numel = {n: m.numel() for n, m in mask.masks.items()}
+        # Per-table active counts may move between tables (global scope):
+        # accumulate count × steps on device for the training MACs.
+        self._table_active = self._count_tables()
+        self._active_steps = torch.zeros_like(self._table_active, dtype=torch.float64)
+        self._since_step = 0
+        self._started = self._trained_until = perf_counter()
+        mask.grad_observers.append(self.observe)
+        trainer.epoch_callbacks.append(self._epoch_done)
+
+    def _count_tables(self) -> torch.Tensor:
+        return torch.stack([m.sum() for m in self.mask.masks.values()])
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _epoch_done(self, trainer, epoch_idx) -> None:
+        self._trained_until = perf_counter()
+
+    def observe(self, mask) -> None:
+        step = mask.step_count
+        if step >= self.schedule.end_step:
+            return
+        grads = {n: p.grad for n, p in mask.params.items()}
+        if self.grow.dense_gradient == "every_step":
+            self.grow.observe(grads)
+        if not self.schedule.is_update_step(step):
+            return
+        counts = exchange_counts(self.active, self.numel, self.schedule.fraction(step), self.scope)
+        exchanged = sum(counts.values()) if isinstance(counts, dict) else counts
+        if exchanged == 0:
+            return
+        self._sync()
+        started = perf_counter()
+        weights = mask.weights()
+        new_masks = exchange(self.drop(weights), self.grow.scores(weights, grads), mask.masks, counts)
+        self.grow.reset()
+        self._active_steps += self._table_active * (step - self._since_step)
+        mask.set_masks(new_masks)
+        self._table_active, self._since_step = self._count_tables(), step
+        self._sync()
+        self.explore_seconds += perf_counter() - started
+        self.updates += 1
+        self.exchanged += exchanged
+
+    def dense_gradient_fraction(self, steps: int) -> float:
+        """Share of the training steps that needed the dense weight gradient."""
+        if not steps or self.grow.dense_gradient == "never":
+            return 0.0
+        if self.grow.dense_gradient == "every_step":
+            return min(steps, self.schedule.end_step) / steps
+        return self.updates / steps
+
+    def row_fields(self) -> dict:
+        steps = self.mask.step_count
+        active_steps = self._active_steps + self._table_active * (steps - self._since_step)
+        mean_active = (active_steps / max(steps, 1)).tolist() if steps else self._table_active.tolist()
+        train_densities = {n: a / self.numel[n] for n, a in zip(self.numel, mean_active)}
+        # The reported model: the mask of the best validation epoch.
+        infer_densities = {n: a / self.numel[n] for n, a in self.mask.report().active.items()}
+        trained = self._trained_until - self._started
+        return {
+            "dsl_updates": self.updates,
+            "dsl_exchanged": self.exchanged,
+            "explore_seconds": round(self.explore_seconds, 4),
+            "explore_fraction": round(self.explore_seconds / trained, 6) if trained > 0 else 0.0,
+            **costs.relative_macs(
+                self.model, train_densities, self.batch_size,
+                dense_grad_fraction=self.dense_gradient_fraction(steps),
+                infer_densities=infer_densities,
+            ),
+        }

@@ -1,0 +1,59 @@
+"""The method registry: ``--method=NAME`` -> a declared :class:`Method`.
+
+Adding a method is one module declaring its ``Method``, one
+``properties/<name>.yaml`` with its defaults, and one line below.
+"""
+from __future__ import annotations
+
+from recbole_lth import distill, settings
+from recbole_lth.errors import ConfigError
+from recbole_lth.methods import dense, dsl, imp, lcm, omp, pep, rp, small_dense, snip
+from recbole_lth.methods.base import Method
+
+_DECLARED = [
+    dense.METHOD,
+    imp.IMP,
+    imp.WR,
+    omp.METHOD,
+    rp.METHOD,
+    dsl.METHOD,
+    pep.METHOD,
+    snip.METHOD,
+    small_dense.METHOD,
+    lcm.METHOD,
+    # Distillation from the dense model: any method distils with kd_weight > 0;
+    # these variants only change that default (properties/<name>.yaml).
+    imp.IMP.variant("imp_kd", "imp with knowledge distillation from the dense round-0 model (LTH + KD)"),
+    omp.METHOD.variant("omp_kd", "omp with knowledge distillation from the dense ticket"),
+    rp.METHOD.variant("rp_kd", "rp with knowledge distillation (a dense ticket is trained first, the teacher)"),
+]
+
+METHODS: dict[str, Method] = {m.name: m for m in _DECLARED}
+
+
+def get(name) -> Method:
+    if name not in METHODS:
+        raise ConfigError("method", name, ", ".join(METHODS))
+    return METHODS[name]
+
+
+def properties_files(name: str) -> list[str]:
+    return METHODS[name].properties_files() if name in METHODS else []
+
+
+def all_keys() -> dict[str, settings.Key]:
+    """Every plugin key: common, distillation, and each method's own."""
+    keys = list(settings.COMMON_KEYS) + list(distill.KEYS)
+    for method in METHODS.values():
+        keys += method.keys
+    return {key.name: key for key in keys}
+
+
+def check(merged: dict) -> None:
+    """Every check that needs no dataset and no model, for the chosen method."""
+    method = get(merged.get("method"))
+    settings.check_common(merged)
+    settings.check_keys(merged, distill.KEYS)
+    settings.check_keys(merged, method.keys)
+    if method.check is not None:
+        method.check(merged)

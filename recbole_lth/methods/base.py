@@ -1,0 +1,34 @@
+"""What a method declares: its name, its plan, its keys and checks, its dense reference.
+
+A method's defaults live in ``properties/<name>.yaml`` (a variant reads its
+base method's file first); its keys are declared here with their checks and
+help lines, so ``--help``, the checks and the defaults never disagree.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from recbole_lth.settings import Key
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    summary: str  # one line: what it trains (--help, the README's table)
+    plan: Callable  # plan(run): asks the run for its tickets in order
+    keys: tuple[Key, ...] = ()  # keys only this method reads
+    check: Callable[[dict], None] | None = None  # checks across keys, before any data is loaded
+    # The ticket its rows are judged against when its own plan trains it
+    # (paths.DENSE_TICKET), or None: the method trains no dense model.
+    dense_reference: str | None = None
+    base: str | None = None  # a variant of this method (same plan, other defaults)
+
+    def variant(self, name: str, summary: str) -> "Method":
+        """The same plan under another name whose properties file overrides
+        the base method's defaults (``imp_kd``: ``imp`` with ``kd_weight: 1``)."""
+        return replace(self, name=name, summary=summary, base=self.name)
+
+    def properties_files(self) -> list[str]:
+        """Its properties files, lowest priority first."""
+        return ([f"{self.base}.yaml"] if self.base else []) + [f"{self.name}.yaml"]

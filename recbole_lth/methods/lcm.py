@@ -1,0 +1,72 @@
+"""``lcm`` (LTH-MRS §4.4): the dense ticket's user/item tables, frozen, projected to d' = ⌈d·(1-s)⌉."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from recbole_lth import builder
+from recbole_lth.budget import BudgetRow, no_distillation, shrunk
+from recbole_lth.distill import teacher_state
+from recbole_lth.errors import ConfigError
+from recbole_lth.masking import full_masks
+from recbole_lth.methods.base import Method
+from recbole_lth.paths import DENSE_TICKET, target_ticket
+
+LCM_MODELS = ("BPR", "LightGCN")
+TABLES = ("user_embedding", "item_embedding")
+
+
+class ProjectedEmbedding(nn.Module):
+    """An ``nn.Embedding`` stand-in for LCM: its table is a frozen teacher
+    table mapped by a trainable linear layer, ``E = E_teacher W + b``
+    (KD_on_Ranking's ``LightEmb``).  ``weight`` is the whole table, calling
+    it looks rows up (projecting only those rows)."""
+
+    def __init__(self, teacher_table: torch.Tensor, dim: int):
+        super().__init__()
+        self.register_buffer("teacher_table", teacher_table.detach().clone())
+        self.transfer = nn.Linear(teacher_table.shape[1], dim)
+        self.num_embeddings, self.embedding_dim = teacher_table.shape[0], dim
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.transfer(self.teacher_table)
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        return self.transfer(self.teacher_table[index])
+
+
+def plan(run) -> None:
+    teacher = teacher_state(run)  # kd_teacher if set, else the run's dense ticket
+    full_numel = {n: p.numel() for n, p in run.prunable.items()}
+    for i, sparsity in enumerate(run.settings["target_sparsities"], start=1):
+        dim = shrunk(run.config["embedding_size"], sparsity)
+        model = builder.new_model(run.config, run.train_data.dataset, {"embedding_size": dim})
+        builder.seed(run.config)
+        for name in TABLES:
+            setattr(model, name, ProjectedEmbedding(teacher[f"{name}.weight"].to(run.device), dim).to(run.device))
+        # The mask core needs tensors to report on: the (never pruned) projections.
+        trainable = {n: p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2}
+        key = target_ticket("lcm", sparsity)
+        table_numel = {f"{name}.weight": getattr(model, name).num_embeddings * dim for name in TABLES}
+        run.with_model(model, trainable).ticket(
+            key, round_idx=i, target_sparsity=sparsity, masks=full_masks(trainable),
+            start_state=run.saved_init(key, model), note=f"lcm, d'={dim}",
+            hooks=(BudgetRow(full_numel, table_numel, model, override_active=True),),
+        )
+
+
+def check(settings: dict) -> None:
+    if settings.get("model") not in LCM_MODELS:
+        raise ConfigError("model", settings.get("model"),
+                          f"{', '.join(LCM_MODELS)} (lcm projects user/item embedding tables)")
+    no_distillation(settings, "lcm")
+    if settings.get("prune_params") != "embeddings":
+        raise ConfigError("prune_params", settings.get("prune_params"),
+                          "embeddings (lcm's budget is the embedding tables)")
+
+
+METHOD = Method(
+    "lcm", "baseline (BPR, LightGCN): the dense ticket's user/item tables frozen and mapped to d′ = ⌈d·(1−s)⌉ "
+    "by trainable linear maps (LTH-MRS §4.4)", plan, check=check, dense_reference=DENSE_TICKET,
+)

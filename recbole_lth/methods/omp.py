@@ -1,0 +1,23 @@
+"""OMP: train dense once; per target, prune the trained weights to it in one shot, rewind, retrain."""
+from __future__ import annotations
+
+from recbole_lth import pruning
+from recbole_lth.methods.base import Method
+from recbole_lth.paths import DENSE_TICKET, target_ticket
+
+
+def plan(run) -> None:
+    trained = run.dense()
+    weights = trained.prunable_weights(list(run.prunable), run.device)
+    for i, sparsity in enumerate(run.settings["target_sparsities"], start=1):
+        masks = pruning.magnitude_prune(weights, run.full_masks(), sparsity, run.scope)
+        run.ticket(
+            target_ticket("omp", sparsity), round_idx=i, target_sparsity=sparsity, masks=masks,
+            start_state=run.rewind_state(), start_epoch=run.settings["rewind_epoch"],
+        )
+
+
+METHOD = Method(
+    "omp", "train dense once; per target prune the trained weights to it in one shot by |w|, rewind, retrain",
+    plan, dense_reference=DENSE_TICKET,
+)

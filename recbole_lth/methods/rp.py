@@ -1,0 +1,29 @@
+"""RP: per target, a uniformly random mask over the same initial weights, trained."""
+from __future__ import annotations
+
+import logging
+
+from recbole_lth import pruning
+from recbole_lth.methods.base import Method
+from recbole_lth.paths import target_ticket
+
+logger = logging.getLogger("recbole_lth")
+
+
+def random_masks(run, index: int, sparsity: float) -> dict:
+    """The random mask of target number ``index`` (seed ``seed + index``):
+    DSL starts from the same one, so DSL without exploration is RP."""
+    return pruning.random_mask(run.prunable, sparsity, run.scope, seed=run.config["seed"] + index)
+
+
+def plan(run) -> None:
+    if run.settings["rewind_epoch"]:
+        logger.warning("rp draws random masks over the initial weights; rewind_epoch is ignored")
+    for i, sparsity in enumerate(run.settings["target_sparsities"], start=1):
+        run.ticket(
+            target_ticket("rp", sparsity), round_idx=i, target_sparsity=sparsity,
+            masks=random_masks(run, i, sparsity), start_state=run.init_state(),
+        )
+
+
+METHOD = Method("rp", "per target a uniformly random mask over the same initial weights, trained", plan)

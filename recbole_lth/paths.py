@@ -1,0 +1,172 @@
+"""Every file name of a run directory, ticket names, and the atomic writes.
+
+One home for names (OpenLTH's ``paths.py``): no other module spells a file
+name of the run directory or builds a ticket name.  Every write goes to a
+temporary file that is renamed into place, so an interrupted run never
+leaves a half-written file behind: a file either holds its old content or
+its complete new one.
+
+Layout of a run directory::
+
+    settings.json  config.yaml  results.csv  run.log
+    init_state.pt  rewind_state.pt  popularity.pt  tables.json
+    report.md  curve.png  embedding_sizes.png
+    tickets/<ticket>/ticket.pt  tickets/<ticket>/result.json
+    search/<method>.pt  search/<method>.json      (a method's own search state)
+    baseline_init/<ticket>.pt                     (a baseline model's initial weights)
+    exports/<ticket>.pt
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import torch
+
+# The ticket every method shares as its dense model: the sparsity-0 row, the
+# rewind source and the default distillation teacher.
+DENSE_TICKET = "dense"
+
+
+def round_ticket(round_idx: int) -> str:
+    """IMP/WR round ``r >= 1`` (round 0 is :data:`DENSE_TICKET`)."""
+    return f"round_{round_idx:02d}"
+
+
+def target_ticket(method: str, target: float) -> str:
+    """The ticket of ``method`` at ``target`` sparsity, named by the exact
+    value (``repr`` round-trips a float), so two different targets never share
+    a ticket: ``omp_0.5``, ``omp_0.50004``."""
+    return f"{method}_{float(target)!r}"
+
+
+class RunPaths:
+    """The files of one run directory."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+
+    # --------------------------------------------------------- run level
+    @property
+    def settings(self) -> Path:
+        return self.root / "settings.json"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.csv"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "run.log"
+
+    @property
+    def init_state(self) -> Path:
+        return self.root / "init_state.pt"
+
+    @property
+    def rewind_state(self) -> Path:
+        return self.root / "rewind_state.pt"
+
+    @property
+    def popularity(self) -> Path:
+        return self.root / "popularity.pt"
+
+    @property
+    def tables(self) -> Path:
+        return self.root / "tables.json"
+
+    # ------------------------------------------------------------ report
+    @property
+    def report(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def curve(self) -> Path:
+        return self.root / "curve.png"
+
+    @property
+    def embedding_sizes(self) -> Path:
+        return self.root / "embedding_sizes.png"
+
+    # ----------------------------------------------------------- tickets
+    @property
+    def tickets(self) -> Path:
+        return self.root / "tickets"
+
+    def ticket_weights(self, key: str) -> Path:
+        return self.tickets / key / "ticket.pt"
+
+    def ticket_result(self, key: str) -> Path:
+        """Written last: its presence marks the ticket finished."""
+        return self.tickets / key / "result.json"
+
+    def stored_tickets(self) -> list[str]:
+        if not self.tickets.is_dir():
+            return []
+        return sorted(p.name for p in self.tickets.iterdir() if (p / "ticket.pt").is_file())
+
+    def search_state(self, method: str) -> Path:
+        """Tensors a method's search saves once (PEP's recorded masks)."""
+        return self.root / "search" / f"{method}.pt"
+
+    def search_summary(self, method: str) -> Path:
+        return self.root / "search" / f"{method}.json"
+
+    def baseline_init(self, key: str) -> Path:
+        """Initial weights of a baseline's own model, saved once."""
+        return self.root / "baseline_init" / f"{key}.pt"
+
+    def export(self, key: str) -> Path:
+        return self.root / "exports" / f"{key}.pt"
+
+
+# ------------------------------------------------------------ atomic writes
+def _temporary(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def write_text(path, text: str) -> Path:
+    path = Path(path)
+    tmp = _temporary(path)
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def write_json(path, data) -> Path:
+    return write_text(path, json.dumps(data, indent=2))
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text())
+
+
+def write_csv(path, rows: list[dict]) -> Path:
+    """``rows`` under the union of their columns, in first-seen order."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    path = Path(path)
+    tmp = _temporary(path)
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+    return path
+
+
+def save_tensors(path, payload) -> Path:
+    """``torch.save`` of tensors and plain data, atomically."""
+    path = Path(path)
+    tmp = _temporary(path)
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,68 @@
+"""The report's pictures: metric vs sparsity, kept dimensions vs popularity."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from recbole_lth.judge import metric_label
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_figure(plt, fig, axes, title: str, path) -> Path:
+    """Grid and legend on every panel, a title, and a PNG written to ``path``."""
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_curves(path, series: list[tuple], baselines: list[tuple], metrics: list[str], title: str) -> Path:
+    """Test metric vs sparsity: ``series`` = [(label, rows)], ``baselines`` = [(label, row)]
+    drawn as horizontal dashed lines; one panel per metric."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6.2 * len(metrics), 4.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 8)
+        for label, rows in series:
+            points = sorted(
+                (r["sparsity"], r[metric]) for r in rows
+                if isinstance(r.get("sparsity"), (int, float)) and isinstance(r.get(metric), (int, float))
+            )
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, marker="o", label=label, color=next(colors))
+        for i, (label, row) in enumerate(baselines):
+            if isinstance(row.get(metric), (int, float)):
+                ax.axhline(row[metric], linestyle="--", color=("0.35", "0.6", "0.15", "0.75")[i % 4],
+                           linewidth=1.2, label=label)
+        ax.set_xlabel("sparsity of the prunable tables (fraction of weights pruned)")
+        ax.set_ylabel(metric_label(metric))
+        ax.set_xlim(left=min(0.0, ax.get_xlim()[0]))
+    return _save_figure(plt, fig, axes, title, path)
+
+
+def plot_embedding_sizes(path, records: list[dict], title: str) -> Path:
+    plt = _pyplot()
+    sides = [s for s in ("user", "item") if any(r["side"] == s for r in records)] or ["item"]
+    fig, axes = plt.subplots(1, len(sides), figsize=(6.2 * len(sides), 4.4), squeeze=False)
+    for ax, side in zip(axes[0], sides):
+        for name in dict.fromkeys(r["tensor"] for r in records if r["side"] == side):
+            mine = [r for r in records if r["tensor"] == name]
+            ax.plot([r["bucket"] for r in mine], [r["kept_fraction"] for r in mine], marker="o",
+                    label=f"{name} (width {mine[0]['width']})")
+        ax.set_xticks(sorted({r["bucket"] for r in records if r["side"] == side}))
+        ax.set_xlabel(f"{side} popularity bucket (1 = fewest training interactions)")
+        ax.set_ylabel("mean fraction of dimensions kept")
+        ax.set_ylim(0, 1.05)
+    return _save_figure(plt, fig, axes, title, path)

@@ -1,0 +1,90 @@
+"""Training interactions per user and item, and kept dimensions per popularity bucket.
+
+The counts are stored once per run at prepare time (``popularity.pt``, a
+bincount of the training split: the valid/test interactions are never
+counted), so the report needs no dataset.
+"""
+from __future__ import annotations
+
+import torch
+
+from recbole_lth import builder, checkpoint, paths
+from recbole_lth.masking import entity_axis
+
+
+def interaction_counts(train_dataset) -> dict[str, torch.Tensor]:
+    """Training interactions per user id and per item id (index = RecBole's id,
+    i.e. the row of the embedding table; id 0 is RecBole's padding)."""
+    inter = train_dataset.inter_feat
+    users = torch.as_tensor(inter[train_dataset.uid_field]).long()
+    items = torch.as_tensor(inter[train_dataset.iid_field]).long()
+    return {
+        "user": torch.bincount(users, minlength=train_dataset.user_num),
+        "item": torch.bincount(items, minlength=train_dataset.item_num),
+    }
+
+
+def save_popularity(run_paths: paths.RunPaths, train_dataset) -> None:
+    if not run_paths.popularity.exists():
+        checkpoint.save(run_paths.popularity, state_dict=interaction_counts(train_dataset),
+                        meta={"source": "training split"})
+
+
+def load_popularity(run_dir) -> dict:
+    """The stored counts; a run directory without them is rebuilt from its
+    settings (same seed, same split)."""
+    run_paths = paths.RunPaths(run_dir)
+    if not run_paths.popularity.is_file():
+        save_popularity(run_paths, builder.rebuild(paths.read_json(run_paths.settings), run_dir)[0])
+    return checkpoint.load(run_paths.popularity)["state_dict"]
+
+
+def save_table_axes(run_paths: paths.RunPaths, axes: dict, shapes: dict) -> None:
+    """Which entity each prunable tensor indexes, along which axis (the mask
+    core decides it from the module types; the report reads it here)."""
+    paths.write_json(run_paths.tables, {
+        n: {"shape": list(shapes[n]), "side": a[0] if a else None, "axis": a[1] if a else None}
+        for n, a in axes.items()
+    })
+
+
+def table_axes(run_dir) -> dict:
+    run_paths = paths.RunPaths(run_dir)
+    if not run_paths.tables.is_file():
+        return {}
+    return {n: (t["side"], t["axis"]) if t["side"] else None for n, t in paths.read_json(run_paths.tables).items()}
+
+
+def embedding_size_buckets(masks: dict, counts: dict, buckets: int = 5, axes: dict | None = None
+                           ) -> tuple[list[dict], list[str]]:
+    """Per tensor and popularity bucket: entities, interaction range, mean kept dims.
+
+    Entities (padding id 0 excluded) are sorted by training interactions and
+    split into ``buckets`` groups of equal size; bucket 1 is the least popular.
+    ``axes``: the run's stored table axes; without them the sizes decide."""
+    records, notes = [], []
+    n_users, n_items = counts["user"].numel(), counts["item"].numel()
+    for name, mask in masks.items():
+        shape = tuple(mask.shape)
+        where = (axes or {}).get(name) if axes and name in axes else entity_axis(name, shape, n_users, n_items)
+        if where is None:
+            notes.append(f"`{name}` {shape}: neither side is the user or item count, skipped")
+            continue
+        side, axis = where
+        kept = mask.sum(dim=1 - axis)[1:]  # kept dimensions per entity, padding row dropped
+        width = mask.shape[1 - axis]
+        popularity = counts[side][1:]
+        if axis == 1:
+            notes.append(f"`{name}` {shape}: column j is {side} j (an input layer over {side}s)")
+        elif "embedding" not in name.lower():
+            notes.append(f"`{name}` {shape}: row j is {side} j")
+        order = torch.argsort(popularity, stable=True)
+        for b, chunk in enumerate(torch.tensor_split(order, min(buckets, order.numel())), start=1):
+            records.append({
+                "tensor": name, "side": side, "bucket": b, "width": width,
+                "entities": chunk.numel(),
+                "min_inter": int(popularity[chunk].min()), "max_inter": int(popularity[chunk].max()),
+                "mean_kept": float(kept[chunk].float().mean()),
+                "kept_fraction": float(kept[chunk].float().mean()) / width,
+            })
+    return records, notes

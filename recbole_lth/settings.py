@@ -1,0 +1,249 @@
+"""Settings: RecBole-style layering of yaml properties, and the declared keys.
+
+Priority, lowest first (as in RecBole): RecBole's own model/dataset defaults
+< ``properties/overall.yaml`` < ``properties/<method>.yaml`` (a variant's
+base method first) < the user's ``config_files`` < ``--key=value`` /
+``config_dict``.
+
+Every plugin key is *declared* once, as a :class:`Key`: its check, the text
+naming its allowed values and its help line come from that one declaration;
+its default comes from the yaml file that sets it.  Nothing here imports
+RecBole or a method: the method registry hands the keys it declares to
+:func:`check_keys`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import yaml
+
+from recbole_lth.errors import ConfigError
+from recbole_lth.masking import PRUNE_SCOPES, PRUNE_TARGETS
+
+# Keys that change how a run is shown or where it runs, not what it computes:
+# they are left out of the run's identity, so changing them resumes a run.
+VOLATILE_KEYS = frozenset({
+    "state", "show_progress", "gpu_id", "use_gpu", "worker", "run_dir",
+    "output_root", "checkpoint_dir", "log_wandb", "wandb_project", "config_files",
+    "data_path",
+})
+
+
+def properties_dir() -> Path:
+    """``properties/``: inside the installed package (a wheel ships it there),
+    or at the top of the checkout (an editable install)."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "properties"
+    return packaged if packaged.is_dir() else here.parent / "properties"
+
+
+# ------------------------------------------------------------------ values
+def is_number(x) -> bool:
+    """A real, finite number (bools are not numbers here)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def is_whole(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+# YAML 1.1 (PyYAML) reads "1e-3" and "2E5" as strings; RecBole's own loader
+# reads them as floats, and so do we.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _numbers(value):
+    if isinstance(value, str) and _EXPONENT_FLOAT.match(value.strip()):
+        return float(value)
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    return value
+
+
+def parse_value(text: str):
+    """``--key=value`` values, parsed like yaml (numbers, lists, null, bools)."""
+    try:
+        return _numbers(yaml.safe_load(text))
+    except yaml.YAMLError:
+        return text
+
+
+def read_yaml(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("config_files", str(path), "paths of existing yaml files")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError("config_files", str(path), f"yaml files that parse ({err})".replace("\n", " ")) from err
+    if not isinstance(loaded, dict):
+        raise ConfigError("config_files", str(path), "yaml files holding a mapping of key: value")
+    return _numbers(loaded)
+
+
+# -------------------------------------------------------------------- keys
+@dataclass(frozen=True)
+class Key:
+    """One plugin key: what it means, which values it allows, and the check."""
+
+    name: str
+    help: str
+    allowed: str
+    valid: Callable[[object], bool]
+
+    def check(self, settings: dict) -> None:
+        if self.name in settings and not self.valid(settings[self.name]):
+            raise ConfigError(self.name, settings[self.name], self.allowed)
+
+
+def _interval(low, high, low_open, high_open) -> str:
+    return f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+def number_key(name, help, low=None, high=None, *, low_open=False, high_open=False,
+               whole=False, nullable=False) -> Key:
+    """A number (``whole``: a whole number) in a range, or null when ``nullable``."""
+    def valid(x):
+        if x is None:
+            return nullable
+        if not (is_whole(x) if whole else is_number(x)):
+            return False
+        if low is not None and (x <= low if low_open else x < low):
+            return False
+        return not (high is not None and (x >= high if high_open else x > high))
+
+    kind = "a whole number" if whole else "a number"
+    if low is not None and high is not None:
+        text = f"{kind} in {_interval(low, high, low_open, high_open)}"
+    elif low is not None:
+        text = f"{kind} {'>' if low_open else '>='} {low:g}"
+    elif high is not None:
+        text = f"{kind} {'<' if high_open else '<='} {high:g}"
+    else:
+        text = kind
+    return Key(name, help, text + (" or null" if nullable else ""), valid)
+
+
+def sparsity_key(name, help, nullable=False) -> Key:
+    return number_key(name, help, 0.0, 1.0, high_open=True, nullable=nullable)
+
+
+def choice_key(name, help, choices: Iterable[str]) -> Key:
+    choices = tuple(choices)
+    return Key(name, help, ", ".join(map(str, choices)), lambda x: x in choices)
+
+
+def bool_key(name, help) -> Key:
+    return Key(name, help, "True or False", lambda x: isinstance(x, bool))
+
+
+def text_key(name, help, nullable=True) -> Key:
+    return Key(name, help, "a text" + (" or null" if nullable else ""),
+               lambda x: (x is None and nullable) or (isinstance(x, str) and x != ""))
+
+
+def check_keys(settings: dict, keys: Iterable[Key]) -> None:
+    for key in keys:
+        key.check(settings)
+
+
+# The keys every run has (methods and distillation declare their own).
+COMMON_KEYS = (
+    Key("prune_params",
+        "which tensors are prunable: every embedding table (and item-sized Linear), every weight, "
+        "or fnmatch patterns over parameter names",
+        f"{', '.join(PRUNE_TARGETS)} or a non-empty list of parameter-name patterns",
+        lambda x: x in PRUNE_TARGETS or (isinstance(x, list) and bool(x) and all(isinstance(p, str) for p in x))),
+    choice_key("prune_scope", "global: rank all prunable tensors together (LTH-MRS); per_table: each its own count",
+               PRUNE_SCOPES),
+    number_key("prune_rate", "IMP/WR: fraction of the surviving weights pruned per round", 0.0, 1.0,
+               low_open=True, high_open=True),
+    number_key("rounds", "IMP/WR: pruning rounds after the dense round", 0, whole=True, nullable=True),
+    sparsity_key("target_sparsity", "IMP/WR: also stop once this sparsity is reached", nullable=True),
+    Key("target_sparsities", "one ticket per sparsity (omp, rp, dsl, pep, snip, baselines)",
+        "a non-empty list of distinct numbers in [0, 1)",
+        lambda x: isinstance(x, list) and bool(x) and all(is_number(v) and 0 <= v < 1 for v in x)
+        and len({float(v) for v in x}) == len(x)),
+    Key("rewind_epoch", "0: rewind survivors to the initial weights; k: to the weights after epoch k",
+        "a whole number in [0, epochs)", lambda x: is_whole(x) and x >= 0),
+    bool_key("fused_optimizer", "build RecBole's adam/adamw/sgd/adagrad as torch's fused kernel (same algorithm)"),
+    text_key("output_root", "parent of the default run directory", nullable=False),
+    text_key("run_dir", "the run directory; null: <output_root>/<model>-<dataset>-<method>-<settings hash>"),
+)
+
+
+SUPPORTED_MODELS = ("BPR", "LightGCN", "NeuMF", "MultiVAE", "CDAE")
+
+
+def check_common(settings: dict) -> None:
+    """The common keys, and the RecBole keys the plugin relies on."""
+    if settings.get("model") not in SUPPORTED_MODELS:
+        raise ConfigError("model", settings.get("model"), ", ".join(SUPPORTED_MODELS))
+    if not settings.get("dataset") or not isinstance(settings.get("dataset"), str):
+        raise ConfigError("dataset", settings.get("dataset"), "a dataset name under data_path (e.g. ml-100k)")
+    check_keys(settings, COMMON_KEYS)
+    epochs = settings.get("epochs")
+    if not is_whole(epochs) or epochs < 1:
+        raise ConfigError("epochs", epochs, "a whole number >= 1")
+    rewind = settings.get("rewind_epoch", 0)
+    if rewind >= epochs:
+        raise ConfigError("rewind_epoch", rewind, f"a whole number in [0, epochs) = [0, {epochs})")
+
+
+# ------------------------------------------------------------------ layers
+def merge_settings(model=None, dataset=None, method=None, config_files=None, config_dict=None,
+                   method_files: Callable[[str], list[str]] | None = None) -> dict:
+    """Merge the layers into one plain dict (no RecBole objects).
+
+    ``method_files(name)``: the properties files of a method, lowest first
+    (a variant's base before its own); default ``[<name>.yaml]``.
+    """
+    overrides = _numbers(dict(config_dict or {}))
+    for key, value in (("model", model), ("dataset", dataset), ("method", method)):
+        if value is not None:
+            overrides[key] = value
+    files = config_files if config_files is not None else overrides.get("config_files")
+    overrides.pop("config_files", None)
+    if isinstance(files, str):
+        files = files.split()
+    files = list(files or [])
+
+    props = properties_dir()
+    settings = read_yaml(props / "overall.yaml")
+    user_layers = [read_yaml(f) for f in files] + [overrides]
+    chosen = settings.get("method")
+    for layer in user_layers:
+        chosen = layer.get("method", chosen)
+    for name in (method_files or (lambda m: [f"{m}.yaml"]))(chosen) if isinstance(chosen, str) else []:
+        if (props / name).is_file():
+            settings.update(read_yaml(props / name))
+    for layer in user_layers:
+        settings.update(layer)
+    settings["config_files"] = [str(f) for f in files]
+    return settings
+
+
+def user_keys(config_files=None, config_dict=None) -> set[str]:
+    """The keys the user set (files and overrides), not the defaults."""
+    files = config_files if config_files is not None else (config_dict or {}).get("config_files")
+    if isinstance(files, str):
+        files = files.split()
+    keys = set(config_dict or {})
+    for f in files or []:
+        keys |= set(read_yaml(f))
+    return keys - {"config_files"}
+
+
+def run_identity(settings: dict) -> str:
+    """Short hash of everything that changes what a run computes."""
+    relevant = {k: v for k, v in settings.items() if k not in VOLATILE_KEYS}
+    blob = json.dumps(relevant, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:8]

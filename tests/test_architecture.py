@@ -1,0 +1,146 @@
+"""The package's shape: imports run one way, no private name crosses a module,
+and every declared key, method and properties file agree."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import recbole_lth
+from recbole_lth import methods, settings
+
+PACKAGE = Path(recbole_lth.__file__).resolve().parent
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found[".".join(parts)] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, path: Path) -> tuple[set[str], list[str]]:
+    """Modules of the package that ``name`` imports (anywhere in the file, so an
+    import hidden in a function counts), and the private names it takes from them."""
+    tree = ast.parse(path.read_text())
+    edges, private = set(), []
+    aliases: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in MODULES:
+                    edges.add(alias.name)
+                    aliases[alias.asname or alias.name] = alias.name
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("recbole_lth"):
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                if sub in MODULES:
+                    edges.add(sub)
+                    aliases[alias.asname or alias.name] = sub
+                else:
+                    edges.add(node.module)
+                    if alias.name.startswith("_"):
+                        private.append(f"{name}: from {node.module} import {alias.name}")
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                and node.attr.startswith("_") and not node.attr.startswith("__")):
+            private.append(f"{name}: {aliases[node.value.id]}.{node.attr}")
+    edges.discard(name)
+    return edges, private
+
+
+GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
+
+
+def test_the_import_graph_has_no_cycle():
+    state: dict[str, str] = {}
+    stack: list[str] = []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(GRAPH[node][0]):
+            if state.get(nxt) == "open":
+                cycle = stack[stack.index(nxt):] + [nxt]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = "done"
+
+    for module in GRAPH:
+        if module not in state:
+            visit(module)
+
+
+def test_no_private_name_crosses_a_module():
+    crossing = [p for _, (_, private) in GRAPH.items() for p in private]
+    assert crossing == []
+
+
+def test_the_engine_imports_nothing_method_specific():
+    method_modules = {m for m in MODULES if m.startswith("recbole_lth.methods")} | {
+        "recbole_lth.distill", "recbole_lth.dynamic", "recbole_lth.budget", "recbole_lth.api"}
+    for core in ("recbole_lth.engine", "recbole_lth.paths", "recbole_lth.builder", "recbole_lth.masking",
+                 "recbole_lth.pruning", "recbole_lth.trainer", "recbole_lth.settings"):
+        assert not GRAPH[core][0] & method_modules, core
+
+
+def test_run_directory_file_names_have_one_home():
+    """No module but paths.py spells a run-directory file name."""
+    names = ("settings.json", "results.csv", "ticket.pt", "result.json", "init_state.pt", "rewind_state.pt",
+             "popularity.pt", "tables.json", "run.log", "report.md")
+    for module, path in MODULES.items():
+        if module == "recbole_lth.paths":
+            continue
+        code = [n.value for n in ast.walk(ast.parse(path.read_text()))
+                if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+        # Docstrings may name the files; string constants that build paths may not.
+        docstrings = {ast.get_docstring(n, clean=False) for n in ast.walk(ast.parse(path.read_text()))
+                      if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef))}
+        used = [c for c in code if c not in docstrings and " " not in c
+                and any(c == f or c.endswith("/" + f) for f in names)]
+        assert used == [], (module, used)
+
+
+# ------------------------------------------------------------- declarations
+def test_every_method_has_its_properties_file_and_a_summary():
+    folder = settings.properties_dir()
+    assert (folder / "overall.yaml").is_file()
+    for method in methods.METHODS.values():
+        for name in method.properties_files():
+            assert (folder / name).is_file(), name
+        assert method.summary and method.plan
+
+
+def test_every_declared_key_has_one_default_and_every_plugin_default_is_declared():
+    folder = settings.properties_dir()
+    declared = methods.all_keys()
+    defaults: dict[str, list[str]] = {}
+    for path in folder.glob("*.yaml"):
+        for key in settings.read_yaml(path):
+            defaults.setdefault(key, []).append(path.name)
+    variant_files = {f"{m.name}.yaml" for m in methods.METHODS.values() if m.base}
+    for name in declared:
+        homes = [f for f in defaults.get(name, []) if f not in variant_files]
+        assert len(homes) == 1, (name, defaults.get(name))
+    recbole_keys = set(settings.read_yaml(folder / "overall.yaml")) - set(declared) - {"method"}
+    # overall.yaml also sets RecBole's own keys (the papers' protocol): nothing else is undeclared.
+    assert recbole_keys == {"epochs", "stopping_step", "eval_step", "metrics", "topk", "valid_metric",
+                            "show_progress"}
+    for path in folder.glob("*.yaml"):
+        if path.name != "overall.yaml":
+            assert set(settings.read_yaml(path)) <= set(declared), path.name
+
+
+def test_each_declared_default_passes_its_own_check():
+    for name in methods.METHODS:
+        merged = settings.merge_settings("BPR", "ml-100k", name, method_files=methods.properties_files)
+        methods.check(merged)  # raises on a default its own declaration refuses
