@@ -23,7 +23,7 @@ import yaml  # noqa: E402
 
 from common import alternate, arg_parser, masked_trainer, prepare_run, recbole_trainer  # noqa: E402
 
-from recbole_lth.dynamic import Explorer, Schedule  # noqa: E402
+from recbole_lth.methods import dsl  # noqa: E402
 from recbole_lth.settings import properties_dir  # noqa: E402
 
 DEFAULTS = yaml.safe_load(open(properties_dir() / "dsl.yaml"))
@@ -31,27 +31,24 @@ DEFAULTS = yaml.safe_load(open(properties_dir() / "dsl.yaml"))
 
 def main() -> None:
     parser = arg_parser(__doc__.splitlines()[0])
-    parser.add_argument("--interval", type=int, default=DEFAULTS["dsl_update_interval"], help="ΔT (optimizer steps)")
-    parser.add_argument("--full_epochs", type=int, default=100, help="epochs of the run T_end is computed for")
+    parser.add_argument("--update_epochs", type=float, default=DEFAULTS["dsl_update_epochs"], help="ΔT (epochs)")
+    parser.add_argument("--grow", default=DEFAULTS["dsl_grow"], help="dsl_grow (grow score)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--with_rp", action="store_true", help="also time a static random mask")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"dataset {args.dataset}, sparsity {args.sparsity}, ΔT {args.interval}, {args.epochs} timed epochs "
+    print(f"dataset {args.dataset}, sparsity {args.sparsity}, ΔT {args.update_epochs} epochs, grow {args.grow}, "
+          f"{args.epochs} timed epochs "
           f"per variant (+1 warm-up), torch {torch.__version__}, threads {torch.get_num_threads()}")
     for model_name in args.models.split(","):
-        run = prepare_run(model_name, args)
+        run = prepare_run(model_name, args, method="dsl", dsl_update_epochs=args.update_epochs, dsl_grow=args.grow)
         device = run.config["device"]
         trainers = {"dense": recbole_trainer(run)}
         for name in ("rp", "dsl") if args.with_rp else ("dsl",):
             trainers[name] = masked_trainer(run, args.sparsity)  # RP and DSL start from the same mask
         steps_per_epoch = len(run.train_data)
-        explorer = Explorer(
-            Schedule(args.interval, DEFAULTS["dsl_init_ratio"], args.full_epochs * steps_per_epoch,
-                     DEFAULTS["dsl_decay"]),
-            scope="global",
-        )
+        explorer = dsl.explorer(run)  # the method's own schedule and scores
         explorer.attach(run, trainers["dsl"])
         dsl_seconds = []
 

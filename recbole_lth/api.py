@@ -19,7 +19,7 @@ from recbole_lth.errors import ConfigError
 from recbole_lth.masking import select_prunable, table_axes
 from recbole_lth.popularity import save_popularity, save_table_axes
 from recbole_lth.report import write_report_logged
-from recbole_lth.settings import VOLATILE_KEYS, merge_settings, run_identity
+from recbole_lth.settings import VOLATILE_KEYS, check_common, merge_settings, run_identity
 
 logger = logging.getLogger("recbole_lth")
 
@@ -34,15 +34,37 @@ class RunResult:
         return paths.RunPaths(self.run_dir).results
 
 
-def settings_for(model=None, dataset=None, method=None, config_files=None, config_dict=None) -> dict:
-    """The merged and checked settings (no data loaded, nothing written)."""
+def settings_for(model=None, dataset=None, method=None, config_files=None, config_dict=None
+                 ) -> tuple[dict, dict[str, dict]]:
+    """The merged settings of the run and each method's view of them, all
+    checked (no data loaded, nothing written).
+
+    A single method's view is the run's settings.  A study (``method`` a
+    list) merges every method's properties into the run's settings (what is
+    stored and hashed); each method trains with its own view: overall <
+    that method's properties < the user's files and overrides."""
     merged = merge_settings(model, dataset, method, config_files, config_dict, methods.properties_files)
-    methods.check(merged)
-    return merged
+    names = methods.names(merged.get("method"))
+    if len(names) == 1:
+        methods.check(merged)
+        return merged, {names[0]: merged}
+    overrides = dict(config_dict or {})
+    views = {}
+    for name in names:
+        view = merge_settings(model, dataset, None, config_files, {**overrides, "method": name},
+                              methods.properties_files)
+        methods.check(view)
+        views[name] = view
+    check_common(merged)
+    for key in ("target_sparsities",):  # stored as the methods train them
+        if merged.get(key) == "imp":
+            merged[key] = next(iter(views.values()))[key]
+    return merged, views
 
 
 def default_run_dir(settings: dict) -> Path:
-    name = f"{settings['model']}-{settings['dataset']}-{settings['method']}-{run_identity(settings)}"
+    label = "+".join(methods.names(settings["method"]))
+    name = f"{settings['model']}-{settings['dataset']}-{label}-{run_identity(settings)}"
     return Path(settings.get("output_root") or "lth_runs") / name
 
 
@@ -63,14 +85,14 @@ def _check_run_dir(run_paths: paths.RunPaths, settings: dict) -> None:
 
 def prepare(model=None, dataset=None, method=None, config_files=None, config_dict=None) -> Run:
     """Everything up to the first training step; returns a ready ``Run``."""
-    settings = settings_for(model, dataset, method, config_files, config_dict)
+    settings, views = settings_for(model, dataset, method, config_files, config_dict)
     _console_logging(settings.get("state"))
     settings["data_path"] = builder.resolve_data_path(settings)
     run_paths = paths.RunPaths(settings.get("run_dir") or default_run_dir(settings))
     _check_run_dir(run_paths, settings)
 
     config = builder.recbole_config(settings, run_paths.root)
-    dataset_obj, train_data, valid_data, test_data = builder.load_data(config)
+    dataset_obj, train_data, valid_data, test_data = builder.load_data(config, builder.eval_memory(settings))
     model_obj = builder.new_model(config, train_data.dataset)
     prunable = select_prunable(model_obj, settings["prune_params"])
 
@@ -82,7 +104,7 @@ def prepare(model=None, dataset=None, method=None, config_files=None, config_dic
     save_popularity(run_paths, train_data.dataset)  # training-split counts for the report
     save_table_axes(run_paths, table_axes(model_obj, list(prunable)), {n: p.shape for n, p in prunable.items()})
     logger.info(str(dataset_obj))
-    run = Run(settings, config, train_data, valid_data, test_data, model_obj, run_paths, prunable)
+    run = Run(settings, config, train_data, valid_data, test_data, model_obj, run_paths, prunable, views=views)
     run.init_state()  # saved before the first step, reloaded for every rewind
     return run
 
@@ -139,8 +161,10 @@ def run(model=None, dataset=None, method=None, config_files=None, config_dict=No
                         config_dict={"epochs": 20, "rounds": 3})
     """
     with session(model, dataset, method, config_files, config_dict) as prepared:
-        distill.install(prepared)  # kd_weight > 0: distil every sparse ticket of any method
-        methods.get(prepared.method).plan(prepared)
+        for name in prepared.views:  # one method, or a study's methods in the order given
+            view = prepared.for_method(name)
+            distill.install(view)  # kd_weight > 0: distil every sparse ticket of this method
+            methods.get(name).plan(view)
         logger.info(f"results: {prepared.paths.results}")
         write_report_logged(prepared.run_dir, prepared.model)  # a failure is a warning; results are on disk
         return RunResult(prepared.run_dir, prepared.rows)

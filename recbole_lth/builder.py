@@ -105,14 +105,49 @@ def seed(config) -> None:
     init_seed(config["seed"], config["reproducibility"])
 
 
-def load_data(config):
+def score_width(config) -> int:
+    """Floats held per (user, item) score while full-sort evaluation scores
+    a batch: 1 for a dot-product scorer (BPR, LightGCN: one users x items
+    block), a few for the autoencoders (input row, output row, activation),
+    and for NeuMF, which RecBole scores pair by pair, every pair's gathered
+    embeddings and MLP activations."""
+    model = config["model"]
+    if model == "NeuMF":
+        mf, mlp = config["mf_embedding_size"], config["mlp_embedding_size"]
+        return 3 * mf + 4 * mlp + sum(config["mlp_hidden_size"]) + 1
+    if model in ("MultiVAE", "CDAE"):
+        return 3
+    return 1
+
+
+def full_sort_batch_size(config, n_items: int, memory_mb: float) -> int:
+    """An ``eval_batch_size`` whose score block fits ``memory_mb``.
+
+    RecBole's full-sort loader scores ``eval_batch_size // n_items`` users at
+    a time: at its default 4096 and more than 4096 items that is one user per
+    batch, and validation then costs far more than the scoring itself."""
+    floats = int(memory_mb * 2**20 / 4)
+    users = max(1, floats // (n_items * score_width(config)))
+    return users * n_items
+
+
+def load_data(config, eval_memory_mb: float | None = None):
     """``(dataset, train, valid, test)``: RecBole's dataset and its data
-    loaders, split with the run's seed."""
+    loaders, split with the run's seed.  ``eval_memory_mb``: size the
+    full-sort batches from this budget (the caller passes None when the user
+    set ``eval_batch_size``)."""
     from recbole.data import create_dataset, data_preparation
 
     seed(config)
     dataset = create_dataset(config)
+    if eval_memory_mb:
+        config["eval_batch_size"] = full_sort_batch_size(config, dataset.item_num, eval_memory_mb)
     return (dataset, *data_preparation(config, dataset))
+
+
+def eval_memory(settings: dict) -> float | None:
+    """The full-sort budget, unless the user chose ``eval_batch_size`` (which wins)."""
+    return None if settings.get("eval_batch_size") else settings.get("eval_memory_mb")
 
 
 # ------------------------------------------------------------------ models
@@ -156,5 +191,5 @@ def rebuild(settings: dict, checkpoint_dir):
     Never downloads: the dataset must be found as in a run."""
     settings = dict(settings, data_path=resolve_data_path(settings))
     config = recbole_config(settings, checkpoint_dir, state="WARNING", show_progress=False)
-    _, train, _, _ = load_data(config)
+    _, train, _, _ = load_data(config, eval_memory(settings))
     return train.dataset, new_model(config, train.dataset)

@@ -130,6 +130,15 @@ class AccumulatedGradientGrow(GrowScore):
             total.zero_()
 
 
+class CumulativeGradientGrow(AccumulatedGradientGrow):
+    """|Σ grad| since training began (never reset): how far dense training
+    would have pushed an inactive weight by now.  A weight dropped early
+    keeps its history, so one that keeps being pulled comes back."""
+
+    def reset(self):
+        pass
+
+
 class RandomGrow(GrowScore):
     """Uniform scores (SET, Mocanu et al. 2018): needs no gradient."""
 
@@ -144,7 +153,8 @@ class RandomGrow(GrowScore):
         return {n: torch.rand(w.shape, generator=self.generator, device=device) for n, w in weights.items()}
 
 
-GROW_SCORES = {"gradient": GradientGrow, "accumulated_gradient": AccumulatedGradientGrow, "random": RandomGrow}
+GROW_SCORES = {"gradient": GradientGrow, "accumulated_gradient": AccumulatedGradientGrow,
+               "cumulative_gradient": CumulativeGradientGrow, "random": RandomGrow}
 
 
 # ------------------------------------------------------------------ update
@@ -191,18 +201,24 @@ class Explorer(TicketHook):
     gradient, when it accumulates); at an update step it computes the two
     scores and calls :func:`exchange` and ``mask.set_masks``.  Columns it
     adds: ``dsl_updates`` (explorations that changed the mask),
-    ``dsl_exchanged`` (weights dropped and regrown, summed), ``explore_seconds``
+    ``dsl_exchanged`` (weights dropped and regrown, summed), ``dsl_end_step``
+    (T_end), ``dsl_frozen_epoch`` (the epoch the mask froze in), ``explore_seconds``
     (wall time of the updates; on CUDA synchronised at update steps only),
     ``explore_fraction`` (that over the training wall time, from the start of
     ``fit`` to the end of the last training epoch) and
     ``macs_train_rel``/``macs_infer_rel`` (:mod:`recbole_lth.costs`).
     """
 
-    def __init__(self, schedule: Schedule, scope: str, drop=magnitude_drop, grow: GrowScore | None = None):
+    def __init__(self, schedule: Schedule, scope: str, drop=magnitude_drop, grow: GrowScore | None = None,
+                 hold_patience: bool = True):
         self.schedule, self.scope = schedule, scope
         self.drop, self.grow = drop, grow or GradientGrow()
+        # Early stopping counts only from T_end: a validation dip after an
+        # exploration must not end the ticket before its schedule has run.
+        self.hold_patience = hold_patience
         self.updates = self.exchanged = 0
         self.explore_seconds = 0.0
+        self.frozen_epoch = None
 
     def attach(self, run, trainer) -> None:
         mask = trainer.mask
@@ -221,6 +237,9 @@ class Explorer(TicketHook):
         self._started = self._trained_until = perf_counter()
         mask.grad_observers.append(self.observe)
         trainer.epoch_callbacks.append(self._epoch_done)
+        self._patience = trainer.stopping_step
+        if self.hold_patience and self.schedule.end_step > 0:
+            trainer.stopping_step = float("inf")  # no early stop while the mask still changes
 
     def _count_tables(self) -> torch.Tensor:
         return torch.stack([m.sum() for m in self.mask.masks.values()])
@@ -231,6 +250,10 @@ class Explorer(TicketHook):
 
     def _epoch_done(self, trainer, epoch_idx) -> None:
         self._trained_until = perf_counter()
+        if self.mask.step_count >= self.schedule.end_step and self.frozen_epoch is None:
+            self.frozen_epoch = epoch_idx
+            if self.hold_patience:  # RecBole's early stopping counts from here
+                trainer.stopping_step, trainer.cur_step = self._patience, 0
 
     def observe(self, mask) -> None:
         step = mask.step_count
@@ -277,6 +300,9 @@ class Explorer(TicketHook):
         return {
             "dsl_updates": self.updates,
             "dsl_exchanged": self.exchanged,
+            "dsl_end_step": self.schedule.end_step,
+            # The epoch in which the mask froze (0-based), empty if training ended before T_end.
+            "dsl_frozen_epoch": self.frozen_epoch,
             "explore_seconds": round(self.explore_seconds, 4),
             "explore_fraction": round(self.explore_seconds / trained, 6) if trained > 0 else 0.0,
             **costs.relative_macs(

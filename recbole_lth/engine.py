@@ -81,6 +81,8 @@ class Run:
     rows: list = field(default_factory=list)
     # TicketHooks attached to every ticket of the run (e.g. distillation).
     ticket_hooks: list = field(default_factory=list)
+    # A study's per-method settings (overall < the method's properties < the user's).
+    views: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------- states
     @property
@@ -101,6 +103,11 @@ class Run:
 
     def full_masks(self) -> dict:
         return full_masks(self.prunable)
+
+    def for_method(self, name: str) -> "Run":
+        """The run as one method of a study sees it: that method's settings and
+        hooks; the same data, model, run directory, results and dense ticket."""
+        return replace(self, settings=self.views.get(name, self.settings), ticket_hooks=[])
 
     def with_model(self, model, prunable: dict) -> "Run":
         """The same run training another model (a baseline's): same data,
@@ -146,6 +153,7 @@ class Run:
         return self.ticket(
             paths.DENSE_TICKET, round_idx=0, target_sparsity=0.0, masks=self.full_masks(),
             start_state=self.init_state(), capture_rewind=bool(self.settings.get("rewind_epoch")),
+            method=paths.DENSE_TICKET,
         )
 
     # ------------------------------------------------------------ tickets
@@ -169,14 +177,17 @@ class Run:
         capture_rewind: bool = False,
         note: str = "",
         hooks: tuple = (),
+        method: str | None = None,
     ) -> Ticket:
+        """Train (or load, if finished) the ticket ``key``; ``method`` labels
+        its row (default: the run's method; the shared dense ticket: dense)."""
         ticket = self.stored(key)
         if ticket is not None:
             logger.info(f"ticket {key}: already finished in {self.paths.tickets / key}, skipped")
         else:
             ticket = self._train(
                 key, round_idx, target_sparsity, masks, start_state, start_epoch, capture_rewind, note,
-                list(self.ticket_hooks) + list(hooks),
+                list(self.ticket_hooks) + list(hooks), method or self.method,
             )
             checkpoint.save(self.paths.ticket_weights(key), state_dict=ticket.state_dict, masks=ticket.masks,
                             meta={"key": key})
@@ -194,14 +205,15 @@ class Run:
             self.rows.append(row)
         write_results(self.run_dir, self.rows)
 
-    def row_start(self, key: str, round_idx: int, target_sparsity: float) -> dict:
+    def row_start(self, key: str, round_idx: int, target_sparsity: float, method: str | None = None) -> dict:
         """The columns every row begins with."""
         return {
-            "method": self.method, "model": self.config["model"], "dataset": self.config["dataset"],
+            "method": method or self.method, "model": self.config["model"], "dataset": self.config["dataset"],
             "ticket": key, "round": round_idx, "target_sparsity": round(float(target_sparsity), 6),
         }
 
-    def _train(self, key, round_idx, target_sparsity, masks, start_state, start_epoch, capture_rewind, note, hooks):
+    def _train(self, key, round_idx, target_sparsity, masks, start_state, start_epoch, capture_rewind, note, hooks,
+               method):
         config = self.config
         # Every ticket sees the same seed and the same data order, so a ticket
         # is a function of (start state, mask, settings) and resuming replays it.
@@ -242,7 +254,7 @@ class Run:
         test_result = trainer.evaluate(self.test_data, load_best_model=False, show_progress=False)
         report = mask.report()
         row = {
-            **self.row_start(key, round_idx, target_sparsity),
+            **self.row_start(key, round_idx, target_sparsity, method),
             "sparsity": round(report.sparsity, 6),
             **{f"sparsity[{n}]": round(s, 6) for n, s in report.table_sparsity().items()},
             "prunable_params": report.total,

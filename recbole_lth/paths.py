@@ -30,9 +30,9 @@ import torch
 DENSE_TICKET = "dense"
 
 
-def round_ticket(round_idx: int) -> str:
-    """IMP/WR round ``r >= 1`` (round 0 is :data:`DENSE_TICKET`)."""
-    return f"round_{round_idx:02d}"
+def round_ticket(method: str, round_idx: int) -> str:
+    """Round ``r >= 1`` of an iterative method (round 0 is :data:`DENSE_TICKET`)."""
+    return f"{method}_round_{round_idx:02d}"
 
 
 def target_ticket(method: str, target: float) -> str:

@@ -31,7 +31,7 @@ from recbole_lth.masking import PRUNE_SCOPES, PRUNE_TARGETS
 VOLATILE_KEYS = frozenset({
     "state", "show_progress", "gpu_id", "use_gpu", "worker", "run_dir",
     "output_root", "checkpoint_dir", "log_wandb", "wandb_project", "config_files",
-    "data_path",
+    "data_path", "eval_batch_size", "eval_memory_mb",
 })
 
 
@@ -168,12 +168,15 @@ COMMON_KEYS = (
                low_open=True, high_open=True),
     number_key("rounds", "IMP/WR: pruning rounds after the dense round", 0, whole=True, nullable=True),
     sparsity_key("target_sparsity", "IMP/WR: also stop once this sparsity is reached", nullable=True),
-    Key("target_sparsities", "one ticket per sparsity (omp, rp, dsl, pep, snip, baselines)",
-        "a non-empty list of distinct numbers in [0, 1)",
-        lambda x: isinstance(x, list) and bool(x) and all(is_number(v) and 0 <= v < 1 for v in x)
-        and len({float(v) for v in x}) == len(x)),
+    Key("target_sparsities", "one ticket per sparsity (omp, rp, dsl, pep, snip, baselines); imp: the "
+        "sparsities IMP's rounds reach (1-(1-prune_rate)^r)",
+        "a non-empty list of distinct numbers in [0, 1), or imp",
+        lambda x: x == "imp" or (isinstance(x, list) and bool(x) and all(is_number(v) and 0 <= v < 1 for v in x)
+                                 and len({float(v) for v in x}) == len(x))),
     Key("rewind_epoch", "0: rewind survivors to the initial weights; k: to the weights after epoch k",
         "a whole number in [0, epochs)", lambda x: is_whole(x) and x >= 0),
+    number_key("eval_memory_mb", "memory budget (MB) of a full-sort evaluation batch's scores; RecBole's "
+               "eval_batch_size, when set, wins", 0, low_open=True),
     bool_key("fused_optimizer", "build RecBole's adam/adamw/sgd/adagrad as torch's fused kernel (same algorithm)"),
     text_key("output_root", "parent of the default run directory", nullable=False),
     text_key("run_dir", "the run directory; null: <output_root>/<model>-<dataset>-<method>-<settings hash>"),
@@ -222,9 +225,14 @@ def merge_settings(model=None, dataset=None, method=None, config_files=None, con
     chosen = settings.get("method")
     for layer in user_layers:
         chosen = layer.get("method", chosen)
-    for name in (method_files or (lambda m: [f"{m}.yaml"]))(chosen) if isinstance(chosen, str) else []:
-        if (props / name).is_file():
-            settings.update(read_yaml(props / name))
+    # A study (a list of methods) reads every method's file; each method then
+    # trains with its own view (api.settings_for).
+    for method_name in chosen if isinstance(chosen, list) else [chosen]:
+        if not isinstance(method_name, str):
+            continue
+        for name in (method_files or (lambda m: [f"{m}.yaml"]))(method_name):
+            if (props / name).is_file():
+                settings.update(read_yaml(props / name))
     for layer in user_layers:
         settings.update(layer)
     settings["config_files"] = [str(f) for f in files]

@@ -24,6 +24,22 @@ from recbole_lth.masking import ParameterMask
 FUSABLE_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.Adagrad)
 
 
+def fused(optimizer, enabled: bool = True):
+    """RecBole's optimizer as torch's fused implementation, where one exists.
+
+    Same algorithm and hyper-parameters; the fused kernel is faster, and the
+    for-loop Adam's ``exp_avg_sq.sqrt()`` hits a slow CPU path on the exact
+    zeros a pruned table keeps in its state (measured 27x slower per
+    element), which made a masked BPR step twice a dense one.
+    """
+    if type(optimizer) not in FUSABLE_OPTIMIZERS or not enabled:
+        return optimizer
+    try:
+        return type(optimizer)([dict(group, fused=True, foreach=None) for group in optimizer.param_groups])
+    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device/dtype
+        return optimizer
+
+
 def invalidate_caches(model) -> None:
     """Drop tensors a model derived from its weights (LightGCN's cached
     propagated embeddings): they are stale after any weight change made
@@ -47,20 +63,7 @@ class SparseTrainerMixin:
         self.loss_func = model.calculate_loss
 
     def _build_optimizer(self, **kwargs):
-        """RecBole's optimizer, as its fused implementation where torch has one.
-
-        Same algorithm and hyper-parameters; the fused kernel is faster, and
-        the for-loop Adam's ``exp_avg_sq.sqrt()`` hits a slow CPU path on the
-        exact zeros a pruned table keeps in its state (measured 27x slower
-        per element), which made a masked BPR step twice a dense one.
-        """
-        optimizer = super()._build_optimizer(**kwargs)
-        if type(optimizer) not in FUSABLE_OPTIMIZERS or not self.config["fused_optimizer"]:
-            return optimizer
-        try:
-            return type(optimizer)([dict(group, fused=True, foreach=None) for group in optimizer.param_groups])
-        except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device/dtype
-            return optimizer
+        return fused(super()._build_optimizer(**kwargs), self.config["fused_optimizer"])
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         # Called by RecBole's fit whenever the validation metric improves.

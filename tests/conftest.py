@@ -32,3 +32,37 @@ def quick_run(tmp_path):
         return recbole_lth.run(model=model, dataset=dataset, method=method, config_dict=settings)
 
     return _run
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    """A small synthetic dataset (80 users x 60 items, 15 interactions each) in
+    RecBole's atomic format: ``(data_path, "tiny")``."""
+    import random
+
+    rng = random.Random(0)
+    folder = tmp_path / "data" / "tiny"
+    folder.mkdir(parents=True)
+    lines = ["user_id:token\titem_id:token"]
+    for user in range(1, 81):
+        # Two taste groups, so that there is something to learn.
+        pool = range(1, 31) if user % 2 else range(31, 61)
+        lines += [f"{user}\t{item}" for item in rng.sample(list(pool), 15)]
+    (folder / "tiny.inter").write_text("\n".join(lines) + "\n")
+    return str(tmp_path / "data"), "tiny"
+
+
+@pytest.fixture
+def trained_keys(monkeypatch):
+    """The keys of the tickets trained (not loaded) from now on, in order."""
+    from recbole_lth.engine import Run
+
+    keys = []
+    original = Run._train
+
+    def counting(self, key, *args, **kwargs):
+        keys.append(key)
+        return original(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(Run, "_train", counting)
+    return keys

@@ -112,13 +112,14 @@ def test_kd_losses_and_small_sizes_on_every_model(tmp_path, model_name):
 def test_kd_weight_zero_is_the_plain_run_and_kd_keeps_the_teacher_frozen(quick_run, tmp_path):
     plain = quick_run("BPR", "imp", rounds=1, epochs=1)
     zero = quick_run("BPR", "imp_kd", rounds=1, epochs=1, kd_weight=0)
-    ignore = {"method", "train_seconds"}
+    ignore = {"method", "ticket", "train_seconds"}
     plain_rows, zero_rows = _rows(plain), _rows(zero)
+    assert [r["ticket"] for r in zero_rows] == ["dense", "imp_kd_round_01"]
     assert [{k: v for k, v in r.items() if k not in ignore} for r in plain_rows] == [
         {k: v for k, v in r.items() if k not in ignore} for r in zero_rows
     ]
-    for key in ("dense", "round_01"):
-        a, b = _ticket(plain.run_dir, key), _ticket(zero.run_dir, key)
+    for key, zero_key in (("dense", "dense"), ("imp_round_01", "imp_kd_round_01")):
+        a, b = _ticket(plain.run_dir, key), _ticket(zero.run_dir, zero_key)
         assert _same_tensors(a["masks"], b["masks"]) and _same_tensors(a["state_dict"], b["state_dict"])
 
     # The same run with distillation: round 1 is distilled from round 0 and
@@ -131,12 +132,12 @@ def test_kd_weight_zero_is_the_plain_run_and_kd_keeps_the_teacher_frozen(quick_r
     (distiller,) = [h for h in run.ticket_hooks if isinstance(h, distill.Distiller)]
     dense = _ticket(run.run_dir, "dense")
     assert _same_tensors({k: v.cpu() for k, v in distiller.teacher.state_dict().items()}, dense["state_dict"])
-    kd_round = _ticket(run.run_dir, "round_01")
-    assert _same_tensors(kd_round["masks"], _ticket(plain.run_dir, "round_01")["masks"])
-    assert not _same_tensors(kd_round["state_dict"], _ticket(plain.run_dir, "round_01")["state_dict"])
+    kd_round = _ticket(run.run_dir, "imp_kd_round_01")
+    assert _same_tensors(kd_round["masks"], _ticket(plain.run_dir, "imp_round_01")["masks"])
+    assert not _same_tensors(kd_round["state_dict"], _ticket(plain.run_dir, "imp_round_01")["state_dict"])
     rows = _rows(run.run_dir)
     assert [(r["ticket"], r["kd_weight"], r["kd_type"]) for r in rows] == [
-        ("dense", "", ""), ("round_01", "1.0", "ranking")
+        ("dense", "", ""), ("imp_kd_round_01", "1.0", "ranking")
     ]
     # A ticket with a full mask (the dense model, the teacher itself) is left alone.
     dense_trainer = SimpleNamespace(mask=ParameterMask(run.prunable), model=run.model, loss_func=run.model.calculate_loss)
@@ -150,7 +151,7 @@ def test_rp_kd_trains_its_dense_teacher_first_and_takes_kd_teacher(quick_run, tm
     result = quick_run("MultiVAE", "rp_kd", epochs=1, target_sparsities=[0.5], kd_type="score")
     rows = _rows(result)
     # The dense teacher is trained before distillation is installed: no kd columns in its row.
-    assert [(r["ticket"], r["kd_weight"]) for r in rows] == [("dense", ""), ("rp_0.5", "1.0")]
+    assert [(r["ticket"], r["kd_weight"]) for r in rows] == [("dense", ""), ("rp_kd_0.5", "1.0")]
     assert all(math.isfinite(float(r["test_recall@20"])) for r in rows)
 
     # With kd_teacher, no dense ticket is trained: the teacher is that checkpoint.

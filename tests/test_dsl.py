@@ -98,7 +98,8 @@ def test_explorer_in_adam_loop_regrows_at_zero_with_fresh_state():
     mask.attach(opt)
     budget = int(mask.masks["weight"].sum())
     explorer = Explorer(Schedule(interval=3, init_ratio=0.5, end_step=20, decay="cosine"), scope="global")
-    trainer = SimpleNamespace(mask=mask, model=model, config={"train_batch_size": 8}, epoch_callbacks=[])
+    trainer = SimpleNamespace(mask=mask, model=model, config={"train_batch_size": 8}, epoch_callbacks=[],
+                              stopping_step=10)
     explorer.attach(None, trainer)
 
     seen = []
@@ -145,7 +146,7 @@ def test_explorer_in_adam_loop_regrows_at_zero_with_fresh_state():
 
 from conftest import QUICK  # noqa: E402
 
-QUICK_DSL = {**QUICK, "epochs": 3, "stopping_step": 5, "target_sparsities": [0.6], "dsl_update_interval": 5}
+QUICK_DSL = {**QUICK, "epochs": 3, "stopping_step": 5, "target_sparsities": [0.6], "dsl_update_epochs": 0.25}
 
 
 # ------------------------------------------------------------------ checks
@@ -153,7 +154,7 @@ QUICK_DSL = {**QUICK, "epochs": 3, "stopping_step": 5, "target_sparsities": [0.6
     "key,value",
     [
         ("dsl_decay", "step"), ("dsl_init_ratio", 0), ("dsl_init_ratio", 1.5),
-        ("dsl_update_interval", 0), ("dsl_update_interval", 2.5), ("dsl_end_step", 0),
+        ("dsl_update_epochs", 0), ("dsl_update_epochs", "often"), ("dsl_end_epoch", 0), ("dsl_end_epoch", -1),
         ("dsl_grow", "momentum"), ("dsl_drop", "gradient"),
         ("target_sparsities", [0.5, 1.0]), ("target_sparsities", []),
     ],
@@ -172,7 +173,7 @@ def _rows(result):
 def test_interval_beyond_the_run_is_exactly_rp(quick_run):
     common = dict(epochs=1, target_sparsities=[0.7])
     rp = quick_run("BPR", "rp", **common)
-    dsl = quick_run("BPR", "dsl", dsl_update_interval=10**6, **common)
+    dsl = quick_run("BPR", "dsl", dsl_update_epochs=1000, **common)
     rp_ticket = checkpoint.load(rp.run_dir / "tickets" / "rp_0.7" / "ticket.pt")
     dsl_ticket = checkpoint.load(dsl.run_dir / "tickets" / "dsl_0.7" / "ticket.pt")
     for name, m in rp_ticket["masks"].items():
@@ -194,7 +195,7 @@ def test_every_backbone_trains_with_exploration(quick_run, model):
         "CDAE": {"train_batch_size": 256},
     }.get(model, {})
     result = quick_run(
-        model, "dsl", epochs=1, target_sparsities=[sparsity], dsl_update_interval=2, prune_scope=scope, **extra
+        model, "dsl", epochs=1, target_sparsities=[sparsity], dsl_update_epochs=0.1, prune_scope=scope, **extra
     )
     row = _rows(result)[0]
     assert int(row["dsl_updates"]) >= 1 and int(row["dsl_exchanged"]) > 0, row
@@ -286,3 +287,47 @@ def test_reported_dsl_ticket_is_the_best_epochs_mask_and_weights(tmp_path):
     for name in run.prunable:  # RecBole's fit called our _save_checkpoint at epoch 0 only
         assert torch.equal(stored["masks"][name], recorder.masks[0][name])
         assert torch.equal(stored["state_dict"][name], recorder.weights[0][name])
+
+
+class WorseEveryEvaluation(TicketHook):
+    """Validation that only gets worse: early stopping ends a ticket at its second evaluation."""
+
+    def attach(self, run, trainer):
+        real_valid, calls = trainer._valid_epoch, []
+
+        def worse(valid_data, show_progress=False):
+            score, result = real_valid(valid_data, show_progress)
+            calls.append(1)
+            return score - len(calls), result
+
+        trainer._valid_epoch = worse
+
+
+def test_an_early_stopped_dsl_ticket_still_runs_its_explorations(tmp_path):
+    from recbole_lth import api, methods
+
+    def run(method):
+        prepared = api.prepare(model="BPR", dataset="ml-100k", method=method, config_dict={
+            **QUICK, "epochs": 8, "stopping_step": 0, "target_sparsities": [0.6], "dsl_update_epochs": 1,
+            "dsl_end_epoch": 4, "output_root": str(tmp_path / method)})
+        prepared.ticket_hooks.append(WorseEveryEvaluation())
+        methods.get(method).plan(prepared)
+        return prepared.rows[0]
+
+    assert run("rp")["epochs_trained"] == 2  # a static ticket stops at its second evaluation
+    held = run("dsl")
+    # The DSL ticket trains through T_end (the end of epoch 4): explorations at the ends of epochs
+    # 1, 2 and 3, the mask frozen in the fourth (index 3); early stopping then counts again and
+    # ends the ticket at that epoch's evaluation.
+    assert held["dsl_updates"] == 3 and held["dsl_frozen_epoch"] == 3
+    assert held["epochs_trained"] == 4 and held["best_epoch"] == 0
+
+
+def test_schedule_is_in_epochs_whatever_the_dataset_size():
+    from recbole_lth.methods.dsl import schedule
+
+    settings = {"dsl_update_epochs": 0.5, "dsl_end_epoch": 30, "dsl_init_ratio": 0.5, "dsl_decay": "cosine",
+                "epochs": 100}
+    small, large = schedule(settings, 40), schedule(settings, 4000)
+    assert (small.interval, small.end_step) == (20, 1200) and (large.interval, large.end_step) == (2000, 120000)
+    assert schedule({**settings, "dsl_end_epoch": None}, 40).end_step == 4000  # null: every epoch

@@ -109,7 +109,7 @@ def test_each_backbone_runs_one_imp_round(quick_run, model):
     batch = {"train_batch_size": 128} if model in ("MultiVAE", "CDAE") else {}
     result = quick_run(model, "imp", rounds=1, epochs=1, learning_rate=0.01, **batch)
     rows = list(csv.DictReader(open(result.results_csv)))
-    assert [r["ticket"] for r in rows] == ["dense", "round_01"]
+    assert [r["ticket"] for r in rows] == ["dense", "imp_round_01"]
     assert float(rows[1]["sparsity"]) == pytest.approx(0.2, abs=1e-4)
     assert int(rows[1]["nonzero_params"]) <= int(rows[1]["active_params"])
     # Far better than chance (a random ranking's Recall@20 on ml-100k is
@@ -134,7 +134,7 @@ def test_resume_after_interruption_gives_identical_masks(quick_run, tmp_path, mo
     original = Run._train
 
     def interrupted(self, key, *args, **kwargs):
-        if key == "round_02":
+        if key == "imp_round_02":
             raise KeyboardInterrupt
         trained.append(key)
         return original(self, key, *args, **kwargs)
@@ -142,7 +142,7 @@ def test_resume_after_interruption_gives_identical_masks(quick_run, tmp_path, mo
     monkeypatch.setattr(Run, "_train", interrupted)
     with pytest.raises(KeyboardInterrupt):
         quick_run("BPR", "imp", run_dir=str(tmp_path / "resumed"), **settings)
-    assert trained == ["dense", "round_01"]
+    assert trained == ["dense", "imp_round_01"]
 
     def counting(self, key, *args, **kwargs):
         trained.append(key)
@@ -150,10 +150,10 @@ def test_resume_after_interruption_gives_identical_masks(quick_run, tmp_path, mo
 
     monkeypatch.setattr(Run, "_train", counting)
     resumed = quick_run("BPR", "imp", run_dir=str(tmp_path / "resumed"), **settings)
-    assert trained == ["dense", "round_01", "round_02", "round_03"]  # finished rounds not redone
+    assert trained == ["dense", "imp_round_01", "imp_round_02", "imp_round_03"]  # finished rounds not redone
 
     a, b = _masks(full.run_dir), _masks(resumed.run_dir)
-    assert list(a) == list(b) == ["dense", "round_01", "round_02", "round_03"]
+    assert list(a) == list(b) == ["dense", "imp_round_01", "imp_round_02", "imp_round_03"]
     for key in a:
         for name in a[key]:
             assert torch.equal(a[key][name], b[key][name]), (key, name)
@@ -175,39 +175,32 @@ def test_nan_loss_stops_the_round_and_keeps_finished_rounds(quick_run, tmp_path,
 
     monkeypatch.setattr(BPR, "calculate_loss", poisoned)
     run_dir = tmp_path / "nan"
-    with pytest.raises(TrainingDiverged, match="round_01.*NaN"):
+    with pytest.raises(TrainingDiverged, match="imp_round_01.*NaN"):
         quick_run("BPR", "imp", run_dir=str(run_dir), rounds=2, epochs=1, train_batch_size=2048)
     rows = list(csv.DictReader(open(run_dir / "results.csv")))
     assert [r["ticket"] for r in rows] == ["dense"]
     monkeypatch.setattr(BPR, "calculate_loss", original)
     result = quick_run("BPR", "imp", run_dir=str(run_dir), rounds=2, epochs=1, train_batch_size=2048)
-    assert [r["ticket"] for r in csv.DictReader(open(result.results_csv))] == ["dense", "round_01", "round_02"]
+    assert [r["ticket"] for r in csv.DictReader(open(result.results_csv))] == ["dense", "imp_round_01", "imp_round_02"]
 
 
 def test_imp_stops_once_target_sparsity_is_reached(quick_run):
     # 0.2, 0.36, 0.488 reach 0.4 at round 3; rounds=10 is the upper limit only.
     result = quick_run("BPR", "imp", rounds=10, target_sparsity=0.4, epochs=1)
     rows = list(csv.DictReader(open(result.results_csv)))
-    assert [r["ticket"] for r in rows] == ["dense", "round_01", "round_02", "round_03"]
+    assert [r["ticket"] for r in rows] == ["dense", "imp_round_01", "imp_round_02", "imp_round_03"]
     assert float(rows[-1]["sparsity"]) == pytest.approx(0.488, abs=1e-4)
     assert float(rows[-2]["sparsity"]) < 0.4 <= float(rows[-1]["sparsity"])
 
 
-def test_resume_after_changing_a_key_the_readme_calls_safe(quick_run, tmp_path, monkeypatch):
+def test_resume_after_changing_a_key_the_readme_calls_safe(quick_run, tmp_path, trained_keys):
     run_dir = str(tmp_path / "run")
     first = quick_run("BPR", "omp", run_dir=run_dir, target_sparsities=[0.5], epochs=1)
-    trained = []
-    original = Run._train
-
-    def counting(self, key, *args, **kwargs):
-        trained.append(key)
-        return original(self, key, *args, **kwargs)
-
-    monkeypatch.setattr(Run, "_train", counting)
-    # show_progress, state and gpu_id do not change results: the run resumes.
+    assert trained_keys == ["dense", "omp_0.5"]
+    # show_progress, state, gpu_id and eval_batch_size do not change results: the run resumes.
     again = quick_run("BPR", "omp", run_dir=run_dir, target_sparsities=[0.5], epochs=1,
-                      show_progress=True, state="ERROR", gpu_id="1")
-    assert trained == []
+                      show_progress=True, state="ERROR", gpu_id="1", eval_batch_size=1682 * 5)
+    assert trained_keys == ["dense", "omp_0.5"]
     assert [r["test_recall@20"] for r in again.rows] == [r["test_recall@20"] for r in first.rows]
 
 

@@ -18,8 +18,9 @@ from recbole_lth.pruning import kept_count
 
 from conftest import QUICK
 
-# Thresholds that start near zero and rise fast enough to reach 0.5 within one epoch.
-FAST = {"pep_init": -6.0, "pep_lr": 0.3, "pep_weight_decay": 1e-3}
+# The paper's pressure (L2 on s only), with thresholds that start near zero and
+# rise fast enough to reach 0.5 within one epoch.
+FAST = {"pep_init": -6.0, "pep_lr": 0.3, "pep_weight_decay": 1e-3, "pep_pressure": "l2"}
 
 
 # ------------------------------------------------------------------ soft threshold
@@ -167,3 +168,84 @@ def test_backbones_search_and_retrain(quick_run, model):
         assert torch.equal(mask, searched[f"0/{name}"])
         assert torch.all(ticket["state_dict"][name][~mask] == 0)
     assert row["nonzero_params"] <= row["active_params"] == kept_count(row["prunable_params"], 0.5)
+
+
+# ------------------------------------------------ O(batch) search, bookkeeping
+def _search_state(run, **options):
+    search = pep.PepSearch(run, [0.3, 0.5], **options)
+    result = search.fit()
+    return search, result
+
+
+def test_gathered_search_and_cheap_bookkeeping_match_the_full_table_search(tmp_path, monkeypatch):
+    settings = {**QUICK, **FAST, "epochs": 1, "run_dir": str(tmp_path / "run")}
+    run = prepare(model="BPR", dataset="ml-100k", method="pep", config_dict=settings)
+
+    # Reference bookkeeping, host-side and literal: the margins |V| - sigmoid(s)
+    # at the first step whose nonzero count is at most each target's.
+    reference = {}
+    record = pep.PepSearch.record
+
+    def traced(self):
+        record(self)
+        margins = torch.cat([(self.originals[n].abs() - torch.sigmoid(self.thresholds[n].s)).flatten()
+                             for n in self.originals])
+        for t, target in enumerate(self.targets):
+            if t not in reference.setdefault(id(self), {}) and int((margins > 0).sum()) <= kept_count(
+                    margins.numel(), target):
+                reference[id(self)][t] = margins.clone()
+
+    monkeypatch.setattr(pep.PepSearch, "record", traced)
+    full, full_result = _search_state(run, gathered=False, host_check=False)
+    assert full.gathered == []
+    for options in ({"gathered": True, "host_check": True}, {"gathered": True, "host_check": False}):
+        fast, fast_result = _search_state(run, **options)
+        assert fast.gathered == ["user_embedding.weight", "item_embedding.weight"]
+        for name in full.originals:  # same V and s after the same steps
+            torch.testing.assert_close(fast.originals[name], full.originals[name], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(fast.thresholds[name].s, full.thresholds[name].s, rtol=1e-5, atol=1e-6)
+        assert [e["search_step"] for e in fast_result["meta"]["targets"]] == \
+            [e["search_step"] for e in full_result["meta"]["targets"]]
+        assert fast_result["masks"].keys() == full_result["masks"].keys() and len(fast_result["masks"]) == 4
+        for key, mask in fast_result["masks"].items():
+            assert torch.equal(mask, full_result["masks"][key]), key
+        for t, target in enumerate([0.3, 0.5]):  # and both are the literal reference's masks
+            ref = reference[id(fast)][t]
+            expected = pruning_keep(ref, target)
+            got = torch.cat([fast_result["masks"][f"{t}/{n}"].flatten() for n in fast.originals])
+            assert torch.equal(got, expected)
+
+
+def pruning_keep(margins, target):
+    from recbole_lth.pruning import keep_top
+
+    return keep_top({"m": margins}, {"m": torch.ones_like(margins, dtype=torch.bool)}, target)["m"]
+
+
+def test_scheduled_pressure_reaches_high_targets_on_tiny_data(tiny_data, tmp_path):
+    data_path, dataset = tiny_data
+    targets = [0.5, 0.9, 0.95]
+    result = recbole_lth.run(model="BPR", dataset=dataset, method="pep", config_dict={
+        **QUICK, "data_path": data_path, "epochs": 12, "train_batch_size": 64, "pep_schedule_epochs": 4,
+        "target_sparsities": targets, "output_root": str(tmp_path / "runs")})
+    rows = {r["ticket"]: r for r in result.rows}
+    meta = paths.read_json(result.run_dir / "search" / "pep.json")
+    assert meta["pressure"] == "schedule" and meta["stopped_early"]
+    # Every target is reached within the schedule (plus the epoch that notices), in order.
+    assert meta["search_epochs"] <= 5
+    steps = [rows[f"pep_{t!r}"]["search_step"] for t in targets]
+    assert steps == sorted(steps) and steps[0] > 0
+    for t in targets:
+        row = rows[f"pep_{t!r}"]
+        assert row["sparsity"] == pytest.approx(t, abs=1e-3) and row["pep_sparsity"] >= t
+    # The paper's pressure alone stalls far below 0.95 on the same data (its L2 pulls s to 0).
+    stalled = recbole_lth.run(model="BPR", dataset=dataset, method="pep", config_dict={
+        **QUICK, "data_path": data_path, "epochs": 5, "train_batch_size": 64, "pep_pressure": "l2",
+        "target_sparsities": [0.95], "output_root": str(tmp_path / "runs")})
+    assert stalled.rows[0]["note"].startswith("not reached")
+
+
+def test_scheduled_sparsity_prunes_mostly_late():
+    assert pep.scheduled_sparsity(0, 100, 0.9) == 0.0
+    assert pep.scheduled_sparsity(50, 100, 0.9) == pytest.approx(0.9 * 0.5 ** 3)
+    assert pep.scheduled_sparsity(100, 100, 0.9) == pep.scheduled_sparsity(500, 100, 0.9) == 0.9

@@ -32,9 +32,31 @@ METHODS: dict[str, Method] = {m.name: m for m in _DECLARED}
 
 
 def get(name) -> Method:
-    if name not in METHODS:
-        raise ConfigError("method", name, ", ".join(METHODS))
+    if not isinstance(name, str) or name not in METHODS:
+        raise ConfigError("method", name, ", ".join(METHODS) + ", or a list of them (a study)")
     return METHODS[name]
+
+
+def names(method) -> list[str]:
+    """The methods a run trains: one name, or a list of distinct names (a study)."""
+    chosen = method if isinstance(method, list) else [method]
+    if not chosen or len(set(map(str, chosen))) != len(chosen):
+        raise ConfigError("method", method, "a method name or a non-empty list of distinct method names")
+    for name in chosen:
+        get(name)
+    return list(chosen)
+
+
+def resolve(view: dict) -> None:
+    """``target_sparsities: imp``: the sparsities IMP's rounds reach under the
+    view's ``prune_rate``, ``rounds`` and ``target_sparsity``, so that every
+    method of a study is compared at exactly IMP's points."""
+    if view.get("target_sparsities") != "imp":
+        return
+    sparsities = [round(s, 10) for s in imp.round_sparsities(view)]
+    if not sparsities:
+        raise ConfigError("target_sparsities", "imp", "imp only when IMP prunes at least one round (rounds >= 1)")
+    view["target_sparsities"] = sparsities
 
 
 def properties_files(name: str) -> list[str]:
@@ -50,9 +72,10 @@ def all_keys() -> dict[str, settings.Key]:
 
 
 def check(merged: dict) -> None:
-    """Every check that needs no dataset and no model, for the chosen method."""
+    """Every check that needs no dataset and no model, for one method's settings."""
     method = get(merged.get("method"))
     settings.check_common(merged)
+    resolve(merged)
     settings.check_keys(merged, distill.KEYS)
     settings.check_keys(merged, method.keys)
     if method.check is not None:

@@ -3,11 +3,12 @@
 * Sparsity initialisation: the exact-count random mask RP draws for that
   target (same seed), over the model's initial weights.
 * Sparse learning: RecBole's own training steps on the masked model.
-* Dynamic exploration (:mod:`recbole_lth.dynamic`) every
-  ``dsl_update_interval`` (ΔT) optimizer steps: drop the ``ρ_t`` fraction of
-  the active weights by ``dsl_drop`` and regrow as many by ``dsl_grow``;
-  ``ρ_t`` decays from ``dsl_init_ratio`` to 0 at ``T_end`` (``dsl_end_step``,
-  default epochs × batches per epoch), after which the mask is frozen.
+* Dynamic exploration (:mod:`recbole_lth.dynamic`) every ΔT
+  (``dsl_update_epochs``) epochs' worth of optimizer steps: drop the ``ρ_t``
+  fraction of the active weights by ``dsl_drop`` and regrow as many by
+  ``dsl_grow``; ``ρ_t`` decays from ``dsl_init_ratio`` to 0 at ``T_end``
+  (``dsl_end_epoch``), after which the mask is frozen.  Early stopping counts
+  only from T_end, so the exploration schedule always runs.
 """
 from __future__ import annotations
 
@@ -22,32 +23,36 @@ from recbole_lth.settings import choice_key, number_key
 logger = logging.getLogger("recbole_lth")
 
 KEYS = (
-    number_key("dsl_update_interval", "ΔT: optimizer steps between explorations", 1, whole=True),
+    number_key("dsl_update_epochs", "ΔT in epochs: explorations happen every round(ΔT x batches per epoch) "
+               "optimizer steps", 0, low_open=True),
+    number_key("dsl_end_epoch", "T_end in epochs: the mask is frozen from then on, and early stopping counts "
+               "only from then; null: epochs", 0, low_open=True, nullable=True),
     number_key("dsl_init_ratio", "ρ0: fraction of the active weights exchanged at the first exploration",
                0.0, 1.0, low_open=True),
     choice_key("dsl_decay", "how ρ_t decays to 0 at T_end (the paper's Table 4)", dynamic.DECAYS),
-    number_key("dsl_end_step", "T_end: the mask is frozen from this step; null: epochs x batches per epoch",
-               1, whole=True, nullable=True),
     choice_key("dsl_drop", "which active weights are dropped: magnitude (smallest |w|)", dynamic.DROP_SCORES),
-    choice_key("dsl_grow", "which inactive weights are regrown: gradient (largest |grad| of the update step's "
-               "batch), accumulated_gradient (largest |sum of grads| since the last update), random (SET)",
-               dynamic.GROW_SCORES),
+    choice_key("dsl_grow", "which inactive weights are regrown: cumulative_gradient (largest |sum of grads| "
+               "since training began), accumulated_gradient (since the last exploration), gradient (the paper's: "
+               "the update step's batch only), random (SET)", dynamic.GROW_SCORES),
 )
 
 
-def end_step(settings: dict, steps_per_epoch: int) -> int:
-    """T_end: ``dsl_end_step``, or every step of ``epochs`` epochs."""
-    return settings.get("dsl_end_step") or settings["epochs"] * steps_per_epoch
+def schedule(settings: dict, steps_per_epoch: int) -> dynamic.Schedule:
+    """ΔT and T_end in optimizer steps, from their values in epochs (so the
+    schedule means the same on a small and a large dataset)."""
+    end_epoch = settings.get("dsl_end_epoch") or settings["epochs"]
+    return dynamic.Schedule(
+        interval=max(1, round(settings["dsl_update_epochs"] * steps_per_epoch)),
+        init_ratio=settings["dsl_init_ratio"],
+        end_step=max(1, round(end_epoch * steps_per_epoch)),
+        decay=settings["dsl_decay"],
+    )
 
 
 def explorer(run) -> dynamic.Explorer:
     settings = run.settings
-    schedule = dynamic.Schedule(
-        settings["dsl_update_interval"], settings["dsl_init_ratio"],
-        end_step(settings, len(run.train_data)), settings["dsl_decay"],
-    )
     return dynamic.Explorer(
-        schedule, run.scope, drop=dynamic.DROP_SCORES[settings["dsl_drop"]],
+        schedule(settings, len(run.train_data)), run.scope, drop=dynamic.DROP_SCORES[settings["dsl_drop"]],
         grow=dynamic.GROW_SCORES[settings["dsl_grow"]](),
     )
 
@@ -57,7 +62,7 @@ def plan(run) -> None:
         logger.warning("dsl trains from the initial weights; rewind_epoch is ignored")
     for i, sparsity in enumerate(run.settings["target_sparsities"], start=1):
         run.ticket(
-            target_ticket("dsl", sparsity), round_idx=i, target_sparsity=sparsity,
+            target_ticket(run.method, sparsity), round_idx=i, target_sparsity=sparsity,
             masks=random_masks(run, i, sparsity), start_state=run.init_state(), hooks=(explorer(run),),
         )
 

@@ -37,7 +37,7 @@ def iterate(run, rewind: bool) -> None:
         )
         start = run.rewind_state() if rewind else previous.state_dict
         previous = run.ticket(
-            round_ticket(r), round_idx=r, target_sparsity=sparsity, masks=masks,
+            round_ticket(run.method, r), round_idx=r, target_sparsity=sparsity, masks=masks,
             start_state=start, start_epoch=start_epoch,
         )
 

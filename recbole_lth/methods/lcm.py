@@ -47,7 +47,7 @@ def plan(run) -> None:
             setattr(model, name, ProjectedEmbedding(teacher[f"{name}.weight"].to(run.device), dim).to(run.device))
         # The mask core needs tensors to report on: the (never pruned) projections.
         trainable = {n: p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2}
-        key = target_ticket("lcm", sparsity)
+        key = target_ticket(run.method, sparsity)
         table_numel = {f"{name}.weight": getattr(model, name).num_embeddings * dim for name in TABLES}
         run.with_model(model, trainable).ticket(
             key, round_idx=i, target_sparsity=sparsity, masks=full_masks(trainable),

@@ -12,7 +12,7 @@ def plan(run) -> None:
     for i, sparsity in enumerate(run.settings["target_sparsities"], start=1):
         masks = pruning.magnitude_prune(weights, run.full_masks(), sparsity, run.scope)
         run.ticket(
-            target_ticket("omp", sparsity), round_idx=i, target_sparsity=sparsity, masks=masks,
+            target_ticket(run.method, sparsity), round_idx=i, target_sparsity=sparsity, masks=masks,
             start_state=run.rewind_state(), start_epoch=run.settings["rewind_epoch"],
         )
 

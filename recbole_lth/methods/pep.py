@@ -34,6 +34,7 @@ import logging
 from time import perf_counter
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -43,26 +44,61 @@ from recbole_lth.masking import table_axes
 from recbole_lth.methods.base import Method
 from recbole_lth.pruning import keep_top, kept_count
 from recbole_lth.settings import choice_key, number_key
-from recbole_lth.trainer import invalidate_caches
+from recbole_lth.trainer import fused, invalidate_caches
 
 logger = logging.getLogger("recbole_lth")
 
 GRANULARITIES = ("global", "dimension", "feature", "feature_dimension")
+PRESSURES = ("schedule", "l2")
 
 
 class SoftThreshold(nn.Module):
-    """``v -> sign(v) · relu(|v| - sigmoid(s))`` with a learnable ``s`` that
-    broadcasts over ``v`` (PEP Eq. 8, g = sigmoid)."""
+    """``v -> sign(v) · relu(|v| - g)`` with ``g = sigmoid(s) · exp(b)`` (PEP
+    Eq. 8 with g = sigmoid; ``b`` is the search's shared pressure, 0 for the
+    paper's pure form) and a learnable ``s`` that broadcasts over ``v``."""
 
-    def __init__(self, shape, init: float, device=None):
+    def __init__(self, shape, init: float, device=None, offset: torch.Tensor | None = None):
         super().__init__()
         self.s = nn.Parameter(torch.full(tuple(shape), float(init), device=device))
+        self.offset = offset  # a 0-d tensor shared by a group of tables, moved in place
+
+    def _scale(self, g: torch.Tensor) -> torch.Tensor:
+        return g if self.offset is None else g * torch.exp(self.offset)
 
     def threshold(self) -> torch.Tensor:
-        return torch.sigmoid(self.s)
+        return self._scale(torch.sigmoid(self.s))
+
+    def row_threshold(self, index: torch.Tensor) -> torch.Tensor:
+        """The threshold of the rows ``index`` looks up (an embedding's batch)."""
+        if self.s.shape[0] == 1:  # global / dimension: shared by every row
+            return self.threshold()
+        return self._scale(torch.sigmoid(F.embedding(index, self.s)))
+
+    @staticmethod
+    def cut(v: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+        return torch.sign(v) * torch.relu(v.abs() - threshold)
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        return torch.sign(v) * torch.relu(v.abs() - self.threshold())
+        return self.cut(v, self.threshold())
+
+
+def gathered_forward(module: nn.Embedding, soft: SoftThreshold):
+    """An embedding lookup that thresholds only the looked-up rows.
+
+    The loss sees only those rows, so ``Ṽ[index]`` computed from ``V[index]``
+    and ``s[index]`` gives the same loss and the same gradients for V and s as
+    thresholding the whole table first, at the cost of the batch instead of
+    the table.  ``module.weight`` (the whole thresholded table, through the
+    parametrization) stays what full-sort scoring and LightGCN read.
+    """
+    original = module.parametrizations.weight.original
+
+    def forward(index: torch.Tensor) -> torch.Tensor:
+        v = F.embedding(index, original, module.padding_idx, module.max_norm, module.norm_type,
+                        module.scale_grad_by_freq, module.sparse)
+        return soft.cut(v, soft.row_threshold(index))
+
+    return forward
 
 
 def threshold_shape(shape, granularity: str, feature_axis: int = 0) -> tuple:
@@ -81,76 +117,145 @@ def threshold_shape(shape, granularity: str, feature_axis: int = 0) -> tuple:
     raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
 
 
+def scheduled_sparsity(step: int, schedule_steps: int, final: float) -> float:
+    """The sparsity the pressure steers to at ``step``: ``final · (t/T)³``, a
+    ramp that prunes little while the model learns and most near the end of
+    ``schedule_steps`` (a target's mask is only as good as the model it is
+    recorded from), then ``final``."""
+    progress = min(1.0, step / max(1, schedule_steps))
+    return final * progress ** 3
+
+
 class _StopSearch(Exception):
     """Raised from the step hook once every target has been recorded."""
 
 
+# How fast the pressure b (log of the threshold scale) follows the schedule:
+# b += GAIN * (scheduled - actual sparsity) per step.  The sparsity changes by
+# at most ~0.5 per unit of b (it would take every weight to sit within a
+# factor e of the threshold), so GAIN * 0.5 < 2 keeps this integral
+# controller stable; at 1 a lag of 0.01 closes within a few steps.
+GAIN = 1.0
+
+
 class PepSearch:
     """Soft-threshold search on a copy of ``run.model``; records one margin
-    snapshot per (target, tensor group) the first time the target is reached."""
+    snapshot per (target, tensor group) the first time the target is reached.
 
-    def __init__(self, run, targets: list[float]):
+    ``gathered``: embedding tables threshold only the rows a batch looks up
+    (:func:`gathered_forward`); ``pressure``: ``"schedule"`` adds the shared
+    offset ``b`` steered so that the sparsity follows :func:`scheduled_sparsity`,
+    ``"l2"`` is the paper's form (the L2 on s alone raises the thresholds).
+    ``host_check``: detect a crossing with a host read (free on CPU) and
+    snapshot only then; otherwise (CUDA, no host sync per step) every step
+    writes the margins into the next target's slot or a scratch slot with one
+    ``index_copy_``.  Both record the same masks.
+    """
+
+    def __init__(self, run, targets: list[float], gathered: bool = True, pressure: str | None = None,
+                 host_check: bool | None = None):
         settings = run.settings
         self.run = run
         self.targets = list(targets)
+        self.pressure = pressure or settings["pep_pressure"]
         self.model = copy.deepcopy(run.model)
         self.model.load_state_dict(run.init_state())
         invalidate_caches(self.model)
-        device = run.device
+        device = torch.device(run.device)
+        self.host_check = device.type == "cpu" if host_check is None else host_check
+        names = list(run.prunable)
+        # Tensor groups whose sparsity is compared with the targets: all
+        # selected tensors together (global scope) or each on its own.
+        self.groups = [names] if run.scope == "global" else [[n] for n in names]
+        self.offsets = [torch.zeros((), device=device) for _ in self.groups]
+        group_of = {n: g for g, group in enumerate(self.groups) for n in group}
         self.thresholds: dict[str, SoftThreshold] = {}
         self.originals: dict[str, torch.Tensor] = {}
-        axes = table_axes(self.model, list(run.prunable))
-        for name in run.prunable:
+        self.gathered: list[str] = []
+        axes = table_axes(self.model, names)
+        for name in names:
             module_name, tensor_name = name.rsplit(".", 1)
             module = self.model.get_submodule(module_name)
             weight = getattr(module, tensor_name)
             # "feature" = one user's or item's vector: a row, or an input layer's column.
             axis = axes[name][1] if axes[name] else 0
             shape = threshold_shape(weight.shape, settings["pep_granularity"], axis)
-            soft = SoftThreshold(shape, settings["pep_init"], device=weight.device)
+            offset = self.offsets[group_of[name]] if self.pressure == "schedule" else None
+            soft = SoftThreshold(shape, settings["pep_init"], device=weight.device, offset=offset)
             parametrize.register_parametrization(module, tensor_name, soft)
             self.thresholds[name] = soft
             self.originals[name] = module.parametrizations[tensor_name].original
-        # Tensor groups whose sparsity is compared with the targets: all
-        # selected tensors together (global scope) or each on its own.
-        names = list(run.prunable)
-        self.groups = [names] if run.scope == "global" else [[n] for n in names]
+            if gathered and isinstance(module, nn.Embedding) and tensor_name == "weight" and axis == 0:
+                module.forward = gathered_forward(module, soft)
+                self.gathered.append(name)
+        self.numel = [sum(self.originals[n].numel() for n in group) for group in self.groups]
         # A target is reached when a group's nonzero count is at most the
         # count its ticket keeps (integer comparison, exact).
         self.keep = torch.tensor(
-            [[kept_count(sum(self.originals[n].numel() for n in group), t) for t in self.targets]
-             for group in self.groups],
-            device=device, dtype=torch.long,
+            [[kept_count(numel, t) for t in self.targets] for numel in self.numel], device=device, dtype=torch.long,
         )
         shape = self.keep.shape
         self.recorded = torch.zeros(shape, dtype=torch.bool, device=device)
         self.step_at = torch.full(shape, -1, dtype=torch.long, device=device)
         self.nonzero_at = torch.full(shape, -1, dtype=torch.long, device=device)
-        self.margins = [
-            {n: torch.zeros_like(self.originals[n], dtype=torch.float32) for n in names} for _ in self.targets
-        ]
+        n_targets = len(self.targets)
+        if self.host_check:
+            self.snapshots: dict[tuple[int, int], dict] = {}  # (group, target) -> margins
+        else:
+            # Per group: one margin slot per target plus a scratch slot (index
+            # n_targets) that every step without a crossing writes into.
+            self.slots = [torch.zeros((n_targets + 1, numel), device=device) for numel in self.numel]
+            self.source = torch.full(shape, n_targets, dtype=torch.long, device=device)
         self.step = 0
         self.step_tensor = torch.zeros((), dtype=torch.long, device=device)
         self.steps_per_epoch = max(1, len(run.train_data))
+        self.schedule_steps = max(1, round(settings["pep_schedule_epochs"] * self.steps_per_epoch))
+        # Steer a little past the largest target so that it is crossed, not approached.
+        self.final_sparsity = 1.0 - 0.75 * (1.0 - max(self.targets))
 
     @torch.no_grad()
     def margin(self, name: str) -> torch.Tensor:
-        """``|V| - sigmoid(s)``: positive exactly where Ṽ is nonzero."""
+        """``|V| - threshold``: positive exactly where Ṽ is nonzero."""
         return self.originals[name].abs() - self.thresholds[name].threshold()
 
     @torch.no_grad()
+    def _group_margins(self, g: int) -> torch.Tensor:
+        return torch.cat([self.margin(n).flatten() for n in self.groups[g]])
+
+    @torch.no_grad()
     def record(self) -> None:
-        """Device-only bookkeeping after a step (or before the first one)."""
-        margins = {n: self.margin(n) for group in self.groups for n in group}
-        for g, group in enumerate(self.groups):
-            nonzero = sum((margins[n] > 0).sum() for n in group)
-            newly = (nonzero <= self.keep[g]) & ~self.recorded[g]
-            self.recorded[g] |= newly
-            self.step_at[g] = torch.where(newly, self.step_tensor, self.step_at[g])
-            self.nonzero_at[g] = torch.where(newly, nonzero, self.nonzero_at[g])
-            for t in range(len(self.targets)):
-                for n in group:
-                    self.margins[t][n].copy_(torch.where(newly[t], margins[n], self.margins[t][n]))
+        """Bookkeeping after a step (or before the first one): count the kept
+        weights on the device, snapshot the margins of a target crossed now,
+        and move the pressure towards the scheduled sparsity."""
+        nonzero = torch.stack([
+            sum(torch.count_nonzero(self.originals[n].abs() > self.thresholds[n].threshold()) for n in group)
+            for group in self.groups
+        ])
+        newly = (nonzero.unsqueeze(1) <= self.keep) & ~self.recorded
+        self.recorded |= newly
+        self.step_at = torch.where(newly, self.step_tensor, self.step_at)
+        self.nonzero_at = torch.where(newly, nonzero.unsqueeze(1), self.nonzero_at)
+        if self.host_check:
+            if bool(newly.any()):
+                for g, t in newly.nonzero().tolist():
+                    self.snapshots[(g, t)] = self._group_margins(g).clone()
+        else:
+            n_targets = len(self.targets)
+            for g in range(len(self.groups)):
+                # The first target crossed now gets the slot; others crossed at
+                # the same step read the same slot.
+                first = torch.where(newly[g].any(), newly[g].int().argmax(), n_targets)
+                self.slots[g].index_copy_(0, first.view(1), self._group_margins(g).unsqueeze(0))
+                self.source[g] = torch.where(newly[g], first, self.source[g])
+        if self.pressure == "schedule":
+            wanted = scheduled_sparsity(self.step, self.schedule_steps, self.final_sparsity)
+            for g, offset in enumerate(self.offsets):
+                offset += GAIN * (wanted - (1.0 - nonzero[g].double() / self.numel[g])).to(offset.dtype)
+
+    def recorded_margins(self, g: int, t: int) -> torch.Tensor:
+        if self.host_check:
+            return self.snapshots[(g, t)]
+        return self.slots[g][int(self.source[g, t])]
 
     def _after_step(self, optimizer, args, kwargs) -> None:
         self.step += 1
@@ -162,8 +267,7 @@ class PepSearch:
 
     def optimizer_groups(self) -> list[dict]:
         """Model weights as RecBole sets them; the thresholds with their own
-        learning rate and L2 (the force that raises them, as in PEP's code
-        where Adam's weight decay also applies to s)."""
+        learning rate and L2 (PEP's code: Adam's weight decay on s too)."""
         settings, config = self.run.settings, self.run.config
         threshold_ids = {id(t.s) for t in self.thresholds.values()}
         weights = [p for p in self.model.parameters() if id(p) not in threshold_ids]
@@ -177,17 +281,25 @@ class PepSearch:
             },
         ]
 
-    def fit(self) -> dict:
-        """Run the search; return the recorded masks and the search's costs."""
+    def trainer(self):
+        """RecBole's trainer for the search's model, its optimizer holding the
+        thresholds, with the bookkeeping after every step (the caller removes
+        ``self.step_hook``)."""
         from recbole.utils import get_trainer
 
+        config = self.run.config
+        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, self.model)
+        trainer.optimizer = fused(trainer._build_optimizer(params=self.optimizer_groups()), config["fused_optimizer"])
+        self.step_hook = trainer.optimizer.register_step_post_hook(self._after_step)
+        self.record()  # a target already met by the initial thresholds is recorded at step 0
+        return trainer
+
+    def fit(self) -> dict:
+        """Run the search; return the recorded masks and the search's costs."""
         run, config = self.run, self.run.config
         builder.seed(config)
         run.train_data.generator.manual_seed(config["seed"])
-        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, self.model)
-        trainer.optimizer = trainer._build_optimizer(params=self.optimizer_groups())
-        handle = trainer.optimizer.register_step_post_hook(self._after_step)
-        self.record()  # a target already met by the initial thresholds is recorded at step 0
+        trainer = self.trainer()
         started = perf_counter()
         stopped_early = False
         try:
@@ -195,26 +307,39 @@ class PepSearch:
         except _StopSearch:
             stopped_early = True
         finally:
-            handle.remove()
+            self.step_hook.remove()
             writer = getattr(trainer, "tensorboard", None)
             if writer is not None and hasattr(writer, "close"):
                 writer.close()
         seconds = perf_counter() - started
         return self._result(seconds, stopped_early)
 
+    def _masks_at(self, t: int, target: float) -> dict:
+        """Exactly ``round((1 - target) · N)`` kept per group: the top of the
+        margins recorded when the target was crossed."""
+        masks = {}
+        for g, group in enumerate(self.groups):
+            margins = self.recorded_margins(g, t)
+            flat = {"all": margins}
+            kept = keep_top(flat, {"all": torch.ones_like(margins, dtype=torch.bool)}, target)["all"]
+            offset = 0
+            for n in group:
+                size = self.originals[n].numel()
+                masks[n] = kept[offset:offset + size].view_as(self.originals[n]).cpu()
+                offset += size
+        return masks
+
     def _result(self, seconds: float, stopped_early: bool) -> dict:
-        scope, names = self.run.scope, list(self.run.prunable)
+        names = list(self.run.prunable)
         recorded = self.recorded.all(dim=0).cpu().tolist()
         step_at = self.step_at.max(dim=0).values.cpu().tolist()
         nonzero_at = self.nonzero_at.clamp(min=0).sum(dim=0).cpu().tolist()
-        total = sum(self.originals[n].numel() for n in names)
+        total = sum(self.numel)
         masks, targets = {}, []  # masks: "<target index>/<tensor name>" -> bool mask
         for t, target in enumerate(self.targets):
             entry = {"target_sparsity": target, "reached": bool(recorded[t])}
             if recorded[t]:
-                eligible = {n: torch.ones_like(m, dtype=torch.bool) for n, m in self.margins[t].items()}
-                mask = keep_top(self.margins[t], eligible, target, scope)
-                masks.update({f"{t}/{n}": m for n, m in mask.items()})
+                masks.update({f"{t}/{n}": m for n, m in self._masks_at(t, target).items()})
                 entry.update(
                     search_step=int(step_at[t]),
                     search_epoch=max(0, (int(step_at[t]) - 1) // self.steps_per_epoch),
@@ -231,6 +356,8 @@ class PepSearch:
                 "search_epochs": -(-self.step // self.steps_per_epoch),
                 "steps_per_epoch": self.steps_per_epoch,
                 "stopped_early": stopped_early,
+                "pressure": self.pressure,
+                "gathered_tables": self.gathered,
                 "final_sparsity": {n: round(v, 6) for n, v in final.items()},
             },
         }
@@ -254,7 +381,7 @@ class PepRowFields(TicketHook):
 
 def search_masks(run, targets) -> tuple[dict, dict]:
     """The search's result, from the run directory if a previous run saved it."""
-    path = run.paths.search_state("pep")
+    path = run.paths.search_state(run.method)
     if path.exists():
         logger.info(f"pep: search already done, loaded from {path}")
         stored = checkpoint.load(path)
@@ -265,7 +392,7 @@ def search_masks(run, targets) -> tuple[dict, dict]:
     )
     result = PepSearch(run, targets).fit()
     checkpoint.save(path, masks=result["masks"], meta=result["meta"])
-    paths.write_json(run.paths.search_summary("pep"), result["meta"])
+    paths.write_json(run.paths.search_summary(run.method), result["meta"])
     logger.info(f"pep: search done: {result['meta']}")
     return result["masks"], result["meta"]
 
@@ -275,11 +402,11 @@ def plan(run) -> None:
     masks, meta = search_masks(run, targets)
     for t, entry in enumerate(meta["targets"]):
         target = entry["target_sparsity"]
-        key = paths.target_ticket("pep", target)
+        key = paths.target_ticket(run.method, target)
         if not entry["reached"]:
             note = (
                 f"not reached: the search ended after {meta['search_epochs']} epochs at sparsity "
-                f"{meta['final_sparsity']}; raise epochs, pep_lr or pep_init"
+                f"{meta['final_sparsity']}; raise epochs (the search's limit), or use pep_pressure: schedule"
             )
             logger.warning(f"pep: target sparsity {target} {note}; no ticket trained")
             run.add_row({
@@ -299,7 +426,13 @@ KEYS = (
                GRANULARITIES),
     number_key("pep_init", "initial s: threshold sigmoid(s)"),
     number_key("pep_lr", "learning rate of s (null: learning_rate)", 0, low_open=True, nullable=True),
-    number_key("pep_weight_decay", "L2 on s: what raises the thresholds (PEP's code: Adam's weight decay on s)", 0),
+    number_key("pep_weight_decay", "L2 on s (PEP's code: Adam's weight decay on s): with the task loss, it sets "
+               "which thresholds rise", 0),
+    choice_key("pep_pressure", "schedule: a shared threshold scale steered so that the sparsity follows a cubic "
+               "ramp to the largest target in pep_schedule_epochs; l2: the paper's form (only the L2 on s)",
+               PRESSURES),
+    number_key("pep_schedule_epochs", "schedule: epochs in which the scheduled sparsity reaches the largest target",
+               0, low_open=True),
 )
 
 METHOD = Method(

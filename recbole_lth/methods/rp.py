@@ -21,7 +21,7 @@ def plan(run) -> None:
         logger.warning("rp draws random masks over the initial weights; rewind_epoch is ignored")
     for i, sparsity in enumerate(run.settings["target_sparsities"], start=1):
         run.ticket(
-            target_ticket("rp", sparsity), round_idx=i, target_sparsity=sparsity,
+            target_ticket(run.method, sparsity), round_idx=i, target_sparsity=sparsity,
             masks=random_masks(run, i, sparsity), start_state=run.init_state(),
         )
 

@@ -36,7 +36,7 @@ def plan(run) -> None:
         sizes = small_sizes(run.config, sparsity)
         model = builder.new_model(run.config, run.train_data.dataset, sizes)
         small = run.with_model(model, select_prunable(model, run.settings["prune_params"]))
-        key = target_ticket("small_dense", sparsity)
+        key = target_ticket(run.method, sparsity)
         table_numel = {n: p.numel() for n, p in small.prunable.items()}
         small.ticket(
             key, round_idx=i, target_sparsity=sparsity, masks=small.full_masks(),

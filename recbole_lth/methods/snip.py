@@ -49,7 +49,7 @@ def plan(run) -> None:
     for i, sparsity in enumerate(run.settings["target_sparsities"], start=1):
         masks = pruning.keep_top(scores, run.full_masks(), sparsity, run.scope)
         run.ticket(
-            target_ticket("snip", sparsity), round_idx=i, target_sparsity=sparsity, masks=masks,
+            target_ticket(run.method, sparsity), round_idx=i, target_sparsity=sparsity, masks=masks,
             start_state=run.init_state(),
         )
 

@@ -1,0 +1,150 @@
+"""Epoch cost of every method relative to the dense model, and the cost of one validation.
+
+Side by side in one process (variants alternate epoch by epoch; medians of
+``--epochs`` timed epochs after one warm-up), on one prepared RecBole run:
+
+* ``dense``: our trainer with a full mask (the pipeline's dense ticket);
+* ``masked``: a static random mask at ``--sparsity`` (what imp/omp/rp/snip tickets train with);
+* ``dsl``: the same mask with DSL's exploration at its defaults (``properties/dsl.yaml``);
+* ``pep``: one epoch of PEP's threshold search (defaults of ``properties/pep.yaml``);
+* ``kd``: the masked ticket distilled (ranking KD) from a frozen dense teacher;
+* ``small_dense``: the same backbone with ⌈d·(1-s)⌉-wide tables;
+* ``recbole``: RecBole's untouched trainer (for reference).
+
+Then one full-sort validation with RecBole's ``eval_batch_size`` default
+(4096: ``4096 // n_items`` users per batch) and with the plugin's
+``eval_memory_mb`` budget, next to the floor: the same users' scores as
+plain batched matrix products and a ``topk``.
+
+    python benchmarks/bench_epoch_cost.py --dataset yelp2018 --models BPR --epochs 3
+"""
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from time import perf_counter
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import torch  # noqa: E402
+
+from common import alternate, arg_parser, masked_trainer, prepare_run, recbole_trainer, sync  # noqa: E402
+
+from recbole_lth import builder, distill  # noqa: E402
+from recbole_lth.masking import ParameterMask, select_prunable  # noqa: E402
+from recbole_lth.methods import dsl, pep  # noqa: E402
+from recbole_lth.methods.small_dense import small_sizes  # noqa: E402
+from recbole_lth.trainer import sparse_trainer  # noqa: E402
+
+BENCHMARK_SPLITS = ("yelp2018", "lastfm", "citeulike")
+
+
+def _dense_trainer(run, model=None):
+    model = model or copy.deepcopy(run.model)
+    return sparse_trainer(run.config, model, ParameterMask(select_prunable(model, "embeddings")))
+
+
+def epoch_variants(run, sparsity: float) -> dict:
+    """``{name: train one epoch(e)}`` over copies of the run's model."""
+    data = run.train_data
+    trainers = {"recbole": recbole_trainer(run), "dense": _dense_trainer(run)}
+    trainers["masked"] = masked_trainer(run, sparsity)
+
+    trainers["dsl"] = masked_trainer(run, sparsity)
+    explorer = dsl.explorer(run)
+    explorer.attach(run, trainers["dsl"])
+
+    search = pep.PepSearch(run, [min(0.99, sparsity + 0.15)])
+    trainers["pep"] = search.trainer()
+
+    trainers["kd"] = masked_trainer(run, sparsity)
+    teacher_state = {k: v.clone() for k, v in run.model.state_dict().items()}
+    distiller = distill.Distiller({**run.settings, "kd_weight": 1.0, "kd_type": "ranking"}, teacher_state)
+    distiller.attach(run, trainers["kd"])
+
+    small = builder.new_model(run.config, data.dataset, small_sizes(run.config, sparsity))
+    trainers["small_dense"] = _dense_trainer(run, small)
+
+    def epoch(name):
+        return lambda e: trainers[name]._train_epoch(data, e, show_progress=False)
+
+    return {name: epoch(name) for name in trainers}, explorer, search
+
+
+def _valid_loader(run, batch: int):
+    from recbole.data import create_dataset, data_preparation
+
+    with builder.config_values(run.config, {"eval_batch_size": batch}):
+        builder.seed(run.config)
+        return data_preparation(run.config, create_dataset(run.config))[1]
+
+
+def _tables(model):
+    """The user and item tables full-sort scoring multiplies (LightGCN: propagated once)."""
+    if hasattr(model, "get_ego_embeddings"):
+        return model.forward()
+    return model.user_embedding.weight, model.item_embedding.weight
+
+
+def validation_costs(run) -> dict:
+    """Seconds of one full-sort validation: RecBole's default batch, the
+    plugin's budget, and the floor (matmul + topk over the same users)."""
+    config, n_items = run.config, run.train_data.dataset.item_num
+    budget = builder.full_sort_batch_size(config, n_items, run.settings["eval_memory_mb"])
+    trainer = _dense_trainer(run, run.model)
+    seconds = {}
+    for name, batch in (("recbole default", 4096), ("plugin budget", budget)):
+        valid = _valid_loader(run, batch)
+        trainer.model.restore_user_e = trainer.model.restore_item_e = None  # LightGCN propagates again
+        sync(run.device)
+        started = perf_counter()
+        trainer.evaluate(valid, load_best_model=False, show_progress=False)
+        sync(run.device)
+        seconds[name] = (perf_counter() - started, max(1, batch // n_items), len(valid))
+    users = torch.as_tensor(valid.uid_list).to(run.device)
+    chunk, k = max(1, budget // n_items), max(config["topk"])
+    with torch.no_grad():
+        sync(run.device)
+        started = perf_counter()
+        user_table, item_table = _tables(run.model)
+        for start in range(0, len(users), chunk):
+            (user_table[users[start:start + chunk]] @ item_table.T).topk(k, dim=1)
+        sync(run.device)
+    seconds["floor (matmul + topk)"] = (perf_counter() - started, chunk, -(-len(users) // chunk))
+    return seconds
+
+
+def main() -> None:
+    parser = arg_parser(__doc__.splitlines()[0])
+    parser.set_defaults(dataset="yelp2018", models="BPR", epochs=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--skip_validation", action="store_true")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {"benchmark_filename": ["train", "valid", "test"]} if args.dataset in BENCHMARK_SPLITS else {}
+    print(f"dataset {args.dataset}, sparsity {args.sparsity}, {args.epochs} timed epochs per variant "
+          f"(+1 warm-up), torch {torch.__version__}, threads {torch.get_num_threads()}")
+    for model_name in args.models.split(","):
+        run = prepare_run(model_name, args, method=["dsl", "pep"], **overrides)
+        variants, explorer, search = epoch_variants(run, args.sparsity)
+        alternate(variants, 1, run.device)  # warm-up (allocator, caches, KD teacher top-k)
+        medians = alternate(variants, args.epochs, run.device)
+        search.step_hook.remove()
+        print(f"{model_name} on {args.dataset} ({len(run.train_data)} steps/epoch, device {run.device}); "
+              f"PEP's gathered tables: {search.gathered or 'none'}")
+        print(f"{'variant':14s} {'s/epoch':>9s} {'/ dense':>8s}")
+        for name, seconds in medians.items():
+            print(f"{name:14s} {seconds:9.3f} {seconds / medians['dense']:8.3f}")
+        print(f"dsl: {explorer.updates} explorations, {explorer.explore_seconds:.3f} s in them")
+        if not args.skip_validation:
+            costs = validation_costs(run)
+            floor = costs["floor (matmul + topk)"][0]
+            print(f"{'validation':22s} {'seconds':>9s} {'users/batch':>12s} {'batches':>8s} {'/ floor':>8s}")
+            for name, (seconds, users, batches) in costs.items():
+                print(f"{name:22s} {seconds:9.3f} {users:12d} {batches:8d} {seconds / floor:8.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Studies: several methods in one run on one dense model."""
+import csv
+
+import pytest
+
+from recbole_lth import api
+from recbole_lth.errors import ConfigError
+
+
+def test_a_study_trains_one_dense_ticket_and_judges_every_row(quick_run, trained_keys):
+    methods = ["imp", "omp", "rp", "dsl", "pep", "small_dense"]
+    result = quick_run("BPR", methods, epochs=1, rounds=2, target_sparsities="imp", learning_rate=0.01,
+                       pep_schedule_epochs=0.5, dsl_update_epochs=0.25)
+    assert trained_keys.count("dense") == 1
+    rows = list(csv.DictReader(open(result.results_csv)))
+    # IMP's points 0.2 and 0.36, and every other method at exactly those.
+    expected = ["dense", "imp_round_01", "imp_round_02"] + [f"{m}_{t}" for m in methods[1:] for t in (0.2, 0.36)]
+    assert [r["ticket"] for r in rows] == expected
+    assert [r["method"] for r in rows] == ["dense", "imp", "imp"] + [m for m in methods[1:] for _ in (0, 1)]
+    for row in rows[1:]:
+        sparsity, target = float(row["sparsity"]), float(row["target_sparsity"])
+        if row["method"] == "small_dense":  # whole widths: ⌈16·(1-s)⌉ of 16
+            assert target - 1 / 16 < sparsity <= target
+        else:
+            assert sparsity == pytest.approx(target, abs=1e-4), row["ticket"]
+    report = (result.run_dir / "report.md").read_text()
+    verdicts = [line for line in report.splitlines() if line.startswith("| ") and "%" in line
+                and "(reference)" not in line]
+    assert len(verdicts) == len(rows) - 1  # every sparse row has a Δ ...
+    assert all(("**yes**" in line) != ("| no |" in line) for line in verdicts)  # ... and a verdict
+    assert "Dense reference: ticket `dense`" in report
+    assert result.run_dir.name.startswith("BPR-ml-100k-imp+omp+rp+dsl+pep+small_dense-")
+
+
+def test_each_method_of_a_study_trains_with_its_own_defaults():
+    merged, views = api.settings_for("BPR", "ml-100k", ["imp", "imp_kd", "dsl"])
+    assert views["imp"]["kd_weight"] == 0 and views["imp_kd"]["kd_weight"] == 1.0
+    assert "dsl_grow" in views["dsl"] and views["dsl"]["method"] == "dsl"
+    assert merged["method"] == ["imp", "imp_kd", "dsl"]
+    # A key the user sets reaches every method.
+    _, views = api.settings_for("BPR", "ml-100k", ["imp", "imp_kd"], config_dict={"kd_weight": 0.5})
+    assert views["imp"]["kd_weight"] == views["imp_kd"]["kd_weight"] == 0.5
+
+
+@pytest.mark.parametrize("method", [["imp", "imp"], [], ["imp", "nope"], [1]])
+def test_bad_study_lists_are_refused(method):
+    with pytest.raises(ConfigError) as err:
+        api.settings_for("BPR", "ml-100k", method)
+    assert err.value.key == "method"
+
+
+def test_target_sparsities_imp_needs_a_pruned_round():
+    _, views = api.settings_for("BPR", "ml-100k", "omp", config_dict={"target_sparsities": "imp", "rounds": 3})
+    assert views["omp"]["target_sparsities"] == [0.2, 0.36, 0.488]
+    with pytest.raises(ConfigError, match="target_sparsities"):
+        api.settings_for("BPR", "ml-100k", "omp", config_dict={"target_sparsities": "imp", "rounds": 0})
