@@ -13,13 +13,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from recbole_lth import builder, distill, methods, paths
 from recbole_lth.engine import Run
 from recbole_lth.errors import ConfigError
 from recbole_lth.masking import select_prunable, table_axes
 from recbole_lth.popularity import save_popularity, save_table_axes
 from recbole_lth.report import write_report_logged
-from recbole_lth.settings import VOLATILE_KEYS, check_common, merge_settings, run_identity
+from recbole_lth.settings import (
+    VOLATILE_KEYS, check_common, check_model_and_dataset, check_unknown, merge_settings, run_identity, user_values,
+)
 
 logger = logging.getLogger("recbole_lth")
 
@@ -44,6 +48,10 @@ def settings_for(model=None, dataset=None, method=None, config_files=None, confi
     stored and hashed); each method trains with its own view: overall <
     that method's properties < the user's files and overrides."""
     merged = merge_settings(model, dataset, method, config_files, config_dict, methods.properties_files)
+    check_model_and_dataset(merged)
+    given = user_values(config_files, config_dict)
+    known = set(methods.all_keys()) | builder.recbole_keys(merged["model"], merged["dataset"]) | {"method"}
+    check_unknown(given, known)
     names = methods.names(merged.get("method"))
     if len(names) == 1:
         methods.check(merged)
@@ -72,7 +80,14 @@ def _check_run_dir(run_paths: paths.RunPaths, settings: dict) -> None:
     """A run directory resumes only the run it was started with."""
     if not run_paths.settings.exists():
         return
-    stored = paths.read_json(run_paths.settings)
+    try:
+        stored = paths.read_json(run_paths.settings)
+    except ValueError as err:
+        raise ConfigError(
+            "run_dir", str(run_paths.root),
+            f"a folder whose settings.json can be read (it is damaged: {err}); delete that file to run these "
+            f"settings in it (finished tickets are only reused if the settings are the same), or use a new run_dir",
+        ) from err
     keys = (set(stored) | set(settings)) - VOLATILE_KEYS
     differing = sorted(k for k in keys if stored.get(k) != settings.get(k))
     if differing:
@@ -83,30 +98,118 @@ def _check_run_dir(run_paths: paths.RunPaths, settings: dict) -> None:
         )
 
 
-def prepare(model=None, dataset=None, method=None, config_files=None, config_dict=None) -> Run:
-    """Everything up to the first training step; returns a ready ``Run``."""
+def _check_data(run_paths: paths.RunPaths, fingerprint: dict) -> None:
+    """A run directory resumes only on the data it was started with."""
+    if not run_paths.data_fingerprint.exists():
+        return
+    stored = paths.read_json(run_paths.data_fingerprint)
+    # Where the files live may change (data_path is a volatile key); what they hold may not.
+    changes = [f"{k}: {stored.get(k)} -> {v}" for k, v in fingerprint.items() if k != "data_path" and stored.get(k) != v]
+    if changes:
+        raise ConfigError(
+            "data_path", fingerprint.get("data_path"),
+            f"the data this run directory was started with (it differs: {'; '.join(changes)[:300]}); "
+            f"use a new run_dir for other data",
+        )
+
+
+@dataclass
+class _Checked:
+    """Everything a run needs, built and checked, nothing written yet."""
+
+    settings: dict
+    views: dict
+    run_paths: paths.RunPaths
+    config: object
+    dataset: object
+    data: tuple
+    model: object
+    prunable: dict
+    fingerprint: dict
+    notices: list  # warnings for the run's log
+
+
+def _check_everything(model, dataset, method, config_files, config_dict) -> _Checked:
+    """Every check, including those that need the data and the model (built
+    on the data, never trained), before the run directory is touched."""
     settings, views = settings_for(model, dataset, method, config_files, config_dict)
     _console_logging(settings.get("state"))
-    settings["data_path"] = builder.resolve_data_path(settings)
+    data_path = builder.resolve_data_path(settings)
+    builder.check_atomic_files(settings, data_path)
+    settings["data_path"] = data_path
+    for view in views.values():
+        view["data_path"] = data_path
     run_paths = paths.RunPaths(settings.get("run_dir") or default_run_dir(settings))
     _check_run_dir(run_paths, settings)
 
     config = builder.recbole_config(settings, run_paths.root)
+    notices = []
+    if settings.get("use_gpu") and torch.device(config["device"]).type != "cuda":
+        notices.append("use_gpu=True, but no CUDA device is available to RecBole: running on the CPU")
     dataset_obj, train_data, valid_data, test_data = builder.load_data(config, builder.eval_memory(settings))
+    fingerprint = {"data_path": data_path, **builder.data_fingerprint(train_data, valid_data, test_data)}
+    _check_data(run_paths, fingerprint)
     model_obj = builder.new_model(config, train_data.dataset)
     prunable = select_prunable(model_obj, settings["prune_params"])
+    numels = {n: p.numel() for n, p in prunable.items()}
+    for view in views.values():
+        methods.check_counts(view, numels)
+    if settings.get("kd_teacher") and any(v.get("kd_weight") for v in views.values()):
+        distill.check_teacher_file(settings["kd_teacher"], model_obj, config)
+    return _Checked(settings, views, run_paths, config, dataset_obj, (train_data, valid_data, test_data),
+                    model_obj, prunable, fingerprint, notices)
 
-    # Every check passed: the run directory is written from here on.
-    run_paths.root.mkdir(parents=True, exist_ok=True)
+
+def _write(checked: _Checked) -> Run:
+    """Write the run directory (under its lock) and return the ready ``Run``."""
+    run_paths, settings = checked.run_paths, checked.settings
     if not run_paths.settings.exists():
         paths.write_json(run_paths.settings, settings)
-    paths.write_text(run_paths.config, builder.plain_config(config))
+    if not run_paths.data_fingerprint.exists():
+        paths.write_json(run_paths.data_fingerprint, checked.fingerprint)
+    paths.write_text(run_paths.config, builder.plain_config(checked.config))
+    train_data, valid_data, test_data = checked.data
     save_popularity(run_paths, train_data.dataset)  # training-split counts for the report
-    save_table_axes(run_paths, table_axes(model_obj, list(prunable)), {n: p.shape for n, p in prunable.items()})
-    logger.info(str(dataset_obj))
-    run = Run(settings, config, train_data, valid_data, test_data, model_obj, run_paths, prunable, views=views)
+    save_table_axes(run_paths, table_axes(checked.model, list(checked.prunable)),
+                    {n: p.shape for n, p in checked.prunable.items()})
+    logger.info(str(checked.dataset))
+    run = Run(settings, checked.config, train_data, valid_data, test_data, checked.model, run_paths,
+              checked.prunable, views=checked.views)
     run.init_state()  # saved before the first step, reloaded for every rewind
     return run
+
+
+@contextmanager
+def run_lock(run_paths: paths.RunPaths):
+    """One process per run directory (``run.lock``, an OS lock that a killed
+    process releases; the file may stay, it blocks nothing)."""
+    from filelock import FileLock, Timeout
+
+    run_paths.root.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(run_paths.lock, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ConfigError(
+            "run_dir", str(run_paths.root),
+            "a folder no other process is using: another recbole_lth process is running in it (run.lock); "
+            "wait for it to end, or choose another run_dir",
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def prepare(model=None, dataset=None, method=None, config_files=None, config_dict=None) -> Run:
+    """Everything up to the first training step; returns a ready ``Run``.
+
+    Every check runs before the run directory is written; the writes happen
+    under the directory's lock (released when ``prepare`` returns: ``run``
+    holds it for the whole run)."""
+    checked = _check_everything(model, dataset, method, config_files, config_dict)
+    with run_lock(checked.run_paths):
+        return _write(checked)
 
 
 class _Console(logging.StreamHandler):
@@ -141,15 +244,20 @@ def run_log(log_path: Path):
 
 @contextmanager
 def session(model=None, dataset=None, method=None, config_files=None, config_dict=None):
-    """A prepared ``Run`` with its ``run.log`` open for the duration."""
-    run = prepare(model, dataset, method, config_files, config_dict)
-    with run_log(run.paths.log):
-        logger.info(f"run directory: {run.run_dir}")
-        logger.info(
-            "prunable tensors (%s, scope %s): %s", run.settings["prune_params"], run.scope,
-            {n: tuple(p.shape) for n, p in run.prunable.items()},
-        )
-        yield run
+    """A prepared ``Run`` holding its directory's lock, with ``run.log`` open,
+    for the duration."""
+    checked = _check_everything(model, dataset, method, config_files, config_dict)
+    with run_lock(checked.run_paths):
+        run = _write(checked)
+        with run_log(run.paths.log):
+            for notice in checked.notices:
+                logger.warning(notice)
+            logger.info(f"run directory: {run.run_dir}")
+            logger.info(
+                "prunable tensors (%s, scope %s): %s", run.settings["prune_params"], run.scope,
+                {n: tuple(p.shape) for n, p in run.prunable.items()},
+            )
+            yield run
 
 
 def run(model=None, dataset=None, method=None, config_files=None, config_dict=None) -> RunResult:

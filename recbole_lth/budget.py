@@ -21,6 +21,14 @@ def shrunk(width: int, sparsity: float) -> int:
     return max(1, math.ceil(width * (1.0 - sparsity) - 1e-9))
 
 
+def clamp_note(target: float, reached: float) -> str:
+    """Whole widths reach a target only to within one column; say so when the
+    gap is more than that (a width of 1 is the floor)."""
+    if abs(reached - target) < 0.02:
+        return ""
+    return f"; target {target:g} clamps to sparsity {reached:.4g} (whole widths, at least 1)"
+
+
 def trainable(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 

@@ -70,7 +70,72 @@ def resolve_data_path(settings: dict) -> str:
     )
 
 
+def check_atomic_files(settings: dict, data_path: str) -> None:
+    """The ``.inter`` files RecBole will read: a header of ``name:type``
+    fields holding the user and item id fields, and at least one row.
+    RecBole itself fails on these with a traceback deep in pandas."""
+    dataset = settings["dataset"]
+    benchmark = settings.get("benchmark_filename")
+    names = [f"{dataset}.{part}.inter" for part in benchmark] if benchmark else [f"{dataset}.inter"]
+    separator = settings.get("field_separator") or "\t"
+    wanted = [settings.get("USER_ID_FIELD") or "user_id", settings.get("ITEM_ID_FIELD") or "item_id"]
+    for name in names:
+        path = os.path.join(data_path, dataset, name)
+        with open(path, errors="replace") as f:
+            header = f.readline().rstrip("\r\n")
+            first_row = f.readline().strip()
+        fields = [field.strip() for field in header.split(separator) if field.strip()]
+        untyped = [field for field in fields if ":" not in field]
+        present = {field.split(":", 1)[0] for field in fields}
+        missing = [w for w in wanted if w not in present]
+        if not fields or untyped or missing or not first_row:
+            problem = ("it is empty" if not fields else f"header fields without a type: {untyped}" if untyped
+                       else f"no {' or '.join(missing)} column" if missing else "it has no interaction rows")
+            raise ConfigError(
+                "dataset", dataset,
+                f"RecBole atomic files: a tab-separated header of field:type columns (e.g. user_id:token "
+                f"item_id:token) and at least one row; {path}: {problem}",
+            )
+
+
+def data_fingerprint(train, valid, test) -> dict:
+    """Sizes and a hash of every split's (user, item) ids: resuming a run on
+    other data (another data_path, another split) is refused."""
+    import hashlib
+
+    import numpy as np
+
+    out = {"users": int(train.dataset.user_num), "items": int(train.dataset.item_num)}
+    for name, loader in (("train", train), ("valid", valid), ("test", test)):
+        split = loader.dataset
+        users = np.asarray(split.inter_feat[split.uid_field].numpy(), dtype=np.int64)
+        items = np.asarray(split.inter_feat[split.iid_field].numpy(), dtype=np.int64)
+        digest = hashlib.sha1(users.tobytes() + items.tobytes()).hexdigest()[:16]
+        out[name] = {"interactions": int(len(users)), "sha1": digest}
+    return out
+
+
 # ----------------------------------------------------------------- config
+# Keys RecBole reads without declaring them in its properties files.
+_UNDECLARED_RECBOLE_KEYS = {"nproc", "world_size", "ip", "port", "offset", "valid_neg_sample_args",
+                            "test_neg_sample_args", "model", "dataset", "config_files"}
+
+
+def recbole_keys(model: str, dataset: str) -> set[str]:
+    """Every key RecBole's Config defines for ``model`` and ``dataset`` (its
+    own properties files, read as its Config reads them; nothing is built)."""
+    import recbole
+
+    folder = os.path.join(os.path.dirname(recbole.__file__), "properties")
+    keys = set(_UNDECLARED_RECBOLE_KEYS)
+    for name in ("overall.yaml", f"model/{model}.yaml", "dataset/sample.yaml", f"dataset/{dataset}.yaml"):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            with open(path) as f:
+                keys |= set(yaml.safe_load(f) or {})
+    return keys
+
+
 # Plugin keys that RecBole's Config must not see as its own.
 _NOT_FOR_RECBOLE = ("model", "dataset", "config_files")
 

@@ -12,7 +12,7 @@ import sys
 from recbole_lth import commands
 from recbole_lth.api import run
 from recbole_lth.settings import parse_value
-from recbole_lth.errors import ConfigError, TrainingDiverged
+from recbole_lth.errors import ConfigError, RunDamaged, TrainingDiverged
 
 
 def parse_args(argv: list[str]) -> dict:
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"recbole_lth: {err}", file=sys.stderr)
         return 2
-    except TrainingDiverged as err:
+    except (TrainingDiverged, RunDamaged) as err:  # a failed run: its finished tickets are kept
         print(f"recbole_lth: {err}", file=sys.stderr)
         return 1
     print(f"results: {result.results_csv}")

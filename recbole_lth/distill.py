@@ -103,21 +103,32 @@ def teacher_top_items(teacher, dataset, k: int, chunk_users: int, device) -> tor
 TEACHER_ALLOWED = "a recbole_lth checkpoint of this run's model and dataset (e.g. <run_dir>/tickets/dense/ticket.pt)"
 
 
+def check_teacher_file(path, model, config) -> dict:
+    """The weights of ``kd_teacher``, refused unless they are a recbole_lth
+    checkpoint of this run's model class and dataset with this model's shapes."""
+    try:
+        payload = checkpoint.load(path)
+    except Exception as err:  # not a torch file, or not ours
+        raise ConfigError("kd_teacher", path, f"{TEACHER_ALLOWED}; loading it failed: {err}") from err
+    meta, state = payload.get("meta") or {}, payload.get("state_dict") or {}
+    for key in ("model", "dataset"):
+        if meta.get(key) not in (None, config[key]):
+            raise ConfigError("kd_teacher", path, f"{TEACHER_ALLOWED}; it was trained as {key} {meta[key]!r}, "
+                                                  f"this run's {key} is {config[key]!r}")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if found != expected:
+        differing = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
+        raise ConfigError("kd_teacher", path, f"{TEACHER_ALLOWED}; these tensors differ: {', '.join(differing[:5])}")
+    return state
+
+
 def teacher_state(run: Run) -> dict:
     """The teacher's weights: ``kd_teacher`` if set, else the run's dense ticket."""
     path = run.settings.get("kd_teacher")
     if not path:
         return run.dense().state_dict
-    try:
-        state = checkpoint.load(path).get("state_dict")
-    except Exception as err:  # not a torch file, or not ours
-        raise ConfigError("kd_teacher", path, f"{TEACHER_ALLOWED}; loading it failed: {err}") from err
-    expected = {k: tuple(v.shape) for k, v in run.model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in (state or {}).items()}
-    if found != expected:
-        differing = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
-        raise ConfigError("kd_teacher", path, f"{TEACHER_ALLOWED}; these tensors differ: {', '.join(differing[:5])}")
-    return state
+    return check_teacher_file(path, run.model, run.config)
 
 
 def build_teacher(run: Run, state: dict):

@@ -19,7 +19,7 @@ from time import perf_counter
 import torch
 
 from recbole_lth import builder, checkpoint, paths
-from recbole_lth.errors import TrainingDiverged
+from recbole_lth.errors import ConfigError, RunDamaged, TrainingDiverged
 from recbole_lth.masking import ParameterMask, full_masks
 from recbole_lth.results import plain, write_results
 from recbole_lth.trainer import invalidate_caches, sparse_trainer
@@ -119,7 +119,13 @@ class Run:
         path = self.paths.init_state
         if not path.exists():
             checkpoint.save(path, state_dict=self.model.state_dict(), meta={"epoch": 0})
-        return checkpoint.load(path)["state_dict"]
+        try:
+            return checkpoint.load(path)["state_dict"]
+        except ValueError as err:
+            raise RunDamaged(
+                f"{path} cannot be read ({err}): every ticket of this run starts from it, so the run cannot "
+                f"go on; start it again in a new run_dir (the finished tickets here stay readable)"
+            ) from err
 
     def saved_init(self, key: str, model) -> dict:
         """A baseline model's initial weights, saved once and reloaded."""
@@ -161,8 +167,14 @@ class Run:
         """The finished ticket ``key``, or None."""
         if not self.paths.ticket_result(key).exists():
             return None
-        stored = checkpoint.load(self.paths.ticket_weights(key))
-        row = paths.read_json(self.paths.ticket_result(key))
+        try:
+            row = paths.read_json(self.paths.ticket_result(key))
+            stored = checkpoint.load(self.paths.ticket_weights(key))
+        except (ValueError, OSError) as err:  # truncated json or checkpoint, a missing weights file
+            raise RunDamaged(
+                f"ticket {key} in {self.paths.tickets / key} cannot be read ({err}); delete that folder and "
+                f"re-run to train it again (every other finished ticket is kept)"
+            ) from err
         return Ticket(key, row, stored["state_dict"], stored["masks"])
 
     def ticket(
@@ -185,15 +197,31 @@ class Run:
         if ticket is not None:
             logger.info(f"ticket {key}: already finished in {self.paths.tickets / key}, skipped")
         else:
+            self.refuse_empty(key, masks)
             ticket = self._train(
                 key, round_idx, target_sparsity, masks, start_state, start_epoch, capture_rewind, note,
                 list(self.ticket_hooks) + list(hooks), method or self.method,
             )
             checkpoint.save(self.paths.ticket_weights(key), state_dict=ticket.state_dict, masks=ticket.masks,
-                            meta={"key": key})
+                            meta={"key": key, "model": self.config["model"], "dataset": self.config["dataset"]})
             paths.write_json(self.paths.ticket_result(key), ticket.row)
         self.add_row(ticket.row)
         return ticket
+
+    def refuse_empty(self, key: str, masks: dict) -> None:
+        """A mask that leaves a table with no active weight trains nothing
+        there: such a ticket scores by the order of tied zeros and could be
+        called winning.  The planned counts are checked before the run starts
+        (``api``); under ``prune_scope: global`` only the mask itself can tell
+        whether one table lost every weight, so it is checked here, before
+        the ticket trains."""
+        empty = [n for n, m in masks.items() if not bool(m.any())]
+        if empty:
+            raise ConfigError(
+                "prune_scope", self.scope,
+                f"per_table, or a lower sparsity: ticket {key} would leave {', '.join(empty)} with no active "
+                f"weight (finished tickets are kept)",
+            )
 
     def add_row(self, row: dict) -> None:
         """A row of ``results.csv`` (a ticket's, or a note with no ticket); a

@@ -10,5 +10,21 @@ class ConfigError(ValueError):
         super().__init__(f"invalid {key}={value!r}: allowed values are {allowed}")
 
 
+class UnknownKey(ConfigError):
+    """A key neither the plugin nor RecBole knows (almost always a typo)."""
+
+    def __init__(self, key: str, value, closest: str | None):
+        self.closest = closest
+        hint = f"did you mean {closest}? " if closest else ""
+        ValueError.__init__(self, f"unknown key {key}={value!r}: {hint}(run_recbole_lth.py --help lists the "
+                                  f"plugin's keys; RecBole's are in its properties files)")
+        self.key, self.value, self.allowed = key, value, "a known key"
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN; finished tickets stay in the run directory."""
+
+
+class RunDamaged(RuntimeError):
+    """A file of a finished part of the run cannot be read; the message names it
+    and says how to recover.  Every other finished ticket is kept."""

@@ -58,8 +58,14 @@ def relative_change(value, reference) -> float | None:
     return (value - reference) / reference
 
 
+def is_empty(row: dict) -> bool:
+    """A ticket with no non-zero prunable weight: it ranks by tie order, so
+    its metrics say nothing about the method."""
+    return row.get("nonzero_params") == 0 and bool(row.get("prunable_params"))
+
+
 def is_winning(row: dict, dense: dict | None, metric: str | None) -> bool | None:
-    if dense is None or metric is None or row.get(metric) is None or dense.get(metric) is None:
+    if dense is None or metric is None or row.get(metric) is None or dense.get(metric) is None or is_empty(row):
         return None
     return row[metric] >= dense[metric]
 
@@ -67,5 +73,7 @@ def is_winning(row: dict, dense: dict | None, metric: str | None) -> bool | None
 def verdict_cell(row: dict, dense: dict | None, metric: str | None) -> str:
     if row is dense:
         return "(reference)"
+    if is_empty(row):
+        return "empty (no weight left)"
     win = is_winning(row, dense, metric)
     return "**yes**" if win else ("no" if win is False else "")

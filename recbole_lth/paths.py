@@ -8,7 +8,7 @@ its complete new one.
 
 Layout of a run directory::
 
-    settings.json  config.yaml  results.csv  run.log
+    settings.json  config.yaml  data.json  results.csv  run.log  run.lock
     init_state.pt  rewind_state.pt  popularity.pt  tables.json
     report.md  curve.png  embedding_sizes.png
     tickets/<ticket>/ticket.pt  tickets/<ticket>/result.json
@@ -56,6 +56,16 @@ class RunPaths:
     @property
     def config(self) -> Path:
         return self.root / "config.yaml"
+
+    @property
+    def data_fingerprint(self) -> Path:
+        """Sizes and hashes of the split the run was started with."""
+        return self.root / "data.json"
+
+    @property
+    def lock(self) -> Path:
+        """Held (flock) by the one process running this directory."""
+        return self.root / "run.lock"
 
     @property
     def results(self) -> Path:

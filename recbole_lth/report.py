@@ -165,6 +165,9 @@ def write_report(run_dir, ticket: str | None = None, buckets: int = 5, model=Non
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir} is not a run directory (give the folder that holds results.csv)")
     rows = read_results(run_dir)
+    if ticket is not None and not run_paths.ticket_weights(ticket).is_file():
+        raise FileNotFoundError(f"no ticket {ticket!r} in {run_dir} (tickets: "
+                                f"{', '.join(run_paths.stored_tickets()) or 'none'}); report.md was not changed")
     settings = read_settings(run_dir)
     columns = columns_of(rows)
     metric = verdict_metric(columns, settings.get("valid_metric"))

@@ -23,7 +23,7 @@ from typing import Callable, Iterable
 
 import yaml
 
-from recbole_lth.errors import ConfigError
+from recbole_lth.errors import ConfigError, UnknownKey
 from recbole_lth.masking import PRUNE_SCOPES, PRUNE_TARGETS
 
 # Keys that change how a run is shown or where it runs, not what it computes:
@@ -186,13 +186,60 @@ COMMON_KEYS = (
 SUPPORTED_MODELS = ("BPR", "LightGCN", "NeuMF", "MultiVAE", "CDAE")
 
 
-def check_common(settings: dict) -> None:
-    """The common keys, and the RecBole keys the plugin relies on."""
+def _whole_list(x) -> bool:
+    return isinstance(x, list) and bool(x) and all(is_whole(v) and v >= 1 for v in x)
+
+
+# RecBole's own keys whose impossible values RecBole accepts silently or fails
+# on late (after training started): checked before anything runs.
+RECBOLE_KEYS = (
+    number_key("learning_rate", "RecBole: the learner's step size", 0, low_open=True),
+    number_key("train_batch_size", "RecBole: training batch size", 1, whole=True),
+    number_key("eval_batch_size", "RecBole: full-sort batch (users x items entries); null: sized from "
+               "eval_memory_mb", 1, whole=True, nullable=True),
+    number_key("embedding_size", "RecBole: embedding width", 1, whole=True),
+    number_key("mf_embedding_size", "RecBole NeuMF: GMF embedding width", 1, whole=True),
+    number_key("mlp_embedding_size", "RecBole NeuMF: MLP embedding width", 1, whole=True),
+    Key("mlp_hidden_size", "RecBole: hidden layer widths", "a non-empty list of whole numbers >= 1", _whole_list),
+    Key("topk", "RecBole: the K of the ranking metrics", "a whole number >= 1 or a non-empty list of them",
+        lambda x: (is_whole(x) and x >= 1) or _whole_list(x)),
+    number_key("stopping_step", "RecBole: evaluations without improvement before early stopping", 0, whole=True),
+    number_key("eval_step", "RecBole: epochs between validations (selection on validation needs >= 1)", 1,
+               whole=True),
+    number_key("weight_decay", "RecBole: L2 of the learner", 0),
+)
+
+
+def check_valid_metric(settings: dict) -> None:
+    """``valid_metric`` must be one of ``metrics`` at one of ``topk`` (RecBole
+    finds out only after the first training epoch)."""
+    metric = settings.get("valid_metric")
+    if metric is None:
+        return
+    metrics = settings.get("metrics") or []
+    metrics = [metrics] if isinstance(metrics, str) else metrics
+    topk = settings.get("topk") or []
+    topk = [topk] if is_whole(topk) else topk
+    names = [str(m).lower() for m in metrics]
+    allowed = ", ".join(f"{m}@{k}" for m in metrics for k in topk) or "a metric of `metrics`"
+    name, _, k = str(metric).partition("@")
+    if name.lower() not in names or (k and (not k.isdigit() or int(k) not in topk)):
+        raise ConfigError("valid_metric", metric, allowed)
+
+
+def check_model_and_dataset(settings: dict) -> None:
     if settings.get("model") not in SUPPORTED_MODELS:
         raise ConfigError("model", settings.get("model"), ", ".join(SUPPORTED_MODELS))
     if not settings.get("dataset") or not isinstance(settings.get("dataset"), str):
         raise ConfigError("dataset", settings.get("dataset"), "a dataset name under data_path (e.g. ml-100k)")
+
+
+def check_common(settings: dict) -> None:
+    """The common keys, and the RecBole keys the plugin relies on."""
+    check_model_and_dataset(settings)
     check_keys(settings, COMMON_KEYS)
+    check_keys(settings, RECBOLE_KEYS)
+    check_valid_metric(settings)
     epochs = settings.get("epochs")
     if not is_whole(epochs) or epochs < 1:
         raise ConfigError("epochs", epochs, "a whole number >= 1")
@@ -239,15 +286,28 @@ def merge_settings(model=None, dataset=None, method=None, config_files=None, con
     return settings
 
 
-def user_keys(config_files=None, config_dict=None) -> set[str]:
-    """The keys the user set (files and overrides), not the defaults."""
+def user_values(config_files=None, config_dict=None) -> dict:
+    """What the user set (their files, then their overrides), not the defaults."""
     files = config_files if config_files is not None else (config_dict or {}).get("config_files")
     if isinstance(files, str):
         files = files.split()
-    keys = set(config_dict or {})
+    values = {}
     for f in files or []:
-        keys |= set(read_yaml(f))
-    return keys - {"config_files"}
+        values.update(read_yaml(f))
+    values.update(_numbers(dict(config_dict or {})))
+    values.pop("config_files", None)
+    return values
+
+
+def check_unknown(given: dict, known: set[str]) -> None:
+    """A key the user set that neither the plugin nor RecBole (for this model
+    and dataset) knows is almost always a typo: refuse it, naming the closest."""
+    import difflib
+
+    for key in given:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+            raise UnknownKey(key, given[key], close[0] if close else None)
 
 
 def run_identity(settings: dict) -> str:

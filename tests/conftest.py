@@ -23,12 +23,28 @@ def _in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
+# Models without an embedding_size key (RecBole's Config defines none for them,
+# and the plugin refuses keys the model does not have): small sizes of their own.
+OWN_SIZES = {
+    "NeuMF": {"mf_embedding_size": 16, "mlp_embedding_size": 16, "mlp_hidden_size": [16]},
+    "MultiVAE": {"mlp_hidden_size": [64], "latent_dimension": 16},
+}
+
+
+def quick_settings(model: str, **overrides) -> dict:
+    """QUICK for ``model``: its own size keys where it has no embedding_size."""
+    settings = {**QUICK, **OWN_SIZES.get(model, {}), **overrides}
+    if model in OWN_SIZES and "embedding_size" not in overrides:
+        settings.pop("embedding_size")
+    return settings
+
+
 @pytest.fixture
 def quick_run(tmp_path):
     """``quick_run(model, method, **overrides)`` -> RunResult in tmp_path."""
 
     def _run(model="BPR", method="imp", dataset="ml-100k", **overrides):
-        settings = {**QUICK, "output_root": str(tmp_path / "runs"), **overrides}
+        settings = quick_settings(model, output_root=str(tmp_path / "runs"), **overrides)
         return recbole_lth.run(model=model, dataset=dataset, method=method, config_dict=settings)
 
     return _run

@@ -5,7 +5,7 @@ Adding a method is one module declaring its ``Method``, one
 """
 from __future__ import annotations
 
-from recbole_lth import distill, settings
+from recbole_lth import distill, pruning, settings
 from recbole_lth.errors import ConfigError
 from recbole_lth.methods import dense, dsl, imp, lcm, omp, pep, rp, small_dense, snip
 from recbole_lth.methods.base import Method
@@ -80,3 +80,19 @@ def check(merged: dict) -> None:
     settings.check_keys(merged, method.keys)
     if method.check is not None:
         method.check(merged)
+
+
+def check_counts(view: dict, numels: dict[str, int]) -> None:
+    """Every planned ticket keeps at least one weight per table (``per_table``)
+    or in the model (``global``): refused before anything trains."""
+    method = get(view["method"])
+    for sparsity in method.sparsities(view):
+        counts = pruning.kept_counts(numels, sparsity, view["prune_scope"])
+        empty = [n for n, c in counts.items() if c == 0] if isinstance(counts, dict) else (
+            list(numels) if counts == 0 else [])
+        if empty:
+            raise ConfigError(
+                method.sparsity_key, view.get(method.sparsity_key),
+                f"values whose sparsity keeps at least one weight: {method.name}'s sparsity {sparsity:.10g} "
+                f"keeps none of {', '.join(empty)} ({sum(numels.values())} prunable weights)",
+            )

@@ -23,6 +23,10 @@ class Method:
     # (paths.DENSE_TICKET), or None: the method trains no dense model.
     dense_reference: str | None = None
     base: str | None = None  # a variant of this method (same plan, other defaults)
+    # The sparsities its masks will have (checked against the tables before
+    # anything trains), and the key that sets them.
+    sparsities: Callable[[dict], list] = lambda settings: list(settings.get("target_sparsities") or [])
+    sparsity_key: str = "target_sparsities"
 
     def variant(self, name: str, summary: str) -> "Method":
         """The same plan under another name whose properties file overrides

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from recbole_lth import builder
-from recbole_lth.budget import BudgetRow, no_distillation, shrunk
+from recbole_lth.budget import BudgetRow, clamp_note, no_distillation, shrunk
 from recbole_lth.distill import teacher_state
 from recbole_lth.errors import ConfigError
 from recbole_lth.masking import full_masks
@@ -49,9 +49,10 @@ def plan(run) -> None:
         trainable = {n: p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2}
         key = target_ticket(run.method, sparsity)
         table_numel = {f"{name}.weight": getattr(model, name).num_embeddings * dim for name in TABLES}
+        reached = 1.0 - sum(table_numel.values()) / sum(full_numel.values())
         run.with_model(model, trainable).ticket(
             key, round_idx=i, target_sparsity=sparsity, masks=full_masks(trainable),
-            start_state=run.saved_init(key, model), note=f"lcm, d'={dim}",
+            start_state=run.saved_init(key, model), note=f"lcm, d'={dim}" + clamp_note(sparsity, reached),
             hooks=(BudgetRow(full_numel, table_numel, model, override_active=True),),
         )
 
@@ -68,5 +69,6 @@ def check(settings: dict) -> None:
 
 METHOD = Method(
     "lcm", "baseline (BPR, LightGCN): the dense ticket's user/item tables frozen and mapped to d′ = ⌈d·(1−s)⌉ "
-    "by trainable linear maps (LTH-MRS §4.4)", plan, check=check, dense_reference=DENSE_TICKET,
+    "by trainable linear maps (LTH-MRS §4.4)", plan, check=check, sparsities=lambda settings: [],
+    dense_reference=DENSE_TICKET,
 )

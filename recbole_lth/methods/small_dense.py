@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from recbole_lth import builder
-from recbole_lth.budget import BudgetRow, no_distillation, shrunk
+from recbole_lth.budget import BudgetRow, clamp_note, no_distillation, shrunk
 from recbole_lth.errors import ConfigError
 from recbole_lth.masking import select_prunable
 from recbole_lth.methods.base import Method
@@ -38,10 +38,11 @@ def plan(run) -> None:
         small = run.with_model(model, select_prunable(model, run.settings["prune_params"]))
         key = target_ticket(run.method, sparsity)
         table_numel = {n: p.numel() for n, p in small.prunable.items()}
+        reached = 1.0 - sum(table_numel.values()) / sum(full_numel.values())
         small.ticket(
             key, round_idx=i, target_sparsity=sparsity, masks=small.full_masks(),
             start_state=run.saved_init(key, model),
-            note="dense, " + ", ".join(f"{k}={v}" for k, v in sizes.items()),
+            note="dense, " + ", ".join(f"{k}={v}" for k, v in sizes.items()) + clamp_note(sparsity, reached),
             hooks=(BudgetRow(full_numel, table_numel, model, override_active=False),),
         )
 
@@ -52,5 +53,5 @@ def check(settings: dict) -> None:
 
 METHOD = Method(
     "small_dense", "baseline: per target s the same backbone with its prunable tables ⌈d·(1−s)⌉ wide, trained "
-    "densely (equal parameter budget)", plan, check=check,
+    "densely (equal parameter budget)", plan, check=check, sparsities=lambda settings: [],
 )

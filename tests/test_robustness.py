@@ -1,0 +1,248 @@
+"""Nothing silently wrong: every input checked, every ticket meaningful, one process per run directory.
+
+One test (or parametrised case) per fault of the issue that asked for this, each
+reproducing it through the command line as a user would."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from recbole_lth import checkpoint, judge, paths
+from recbole_lth.cli import main
+
+FAST = ["--model=BPR", "--dataset=ml-100k", "--state=WARNING", "--embedding_size=8", "--epochs=1",
+        "--eval_batch_size=40960", "--train_batch_size=4096"]
+
+
+def _cli(capsys, *args):
+    """Exit status and the stderr lines of one command."""
+    status = main(list(FAST) + list(args))
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("recbole_lth:")]
+    return status, err
+
+
+def _rows(run_dir):
+    return list(csv.DictReader(open(paths.RunPaths(run_dir).results)))
+
+
+# 1 --------------------------------------------------------------- targets
+def test_near_equal_targets_are_two_tickets_and_duplicates_are_refused(tmp_path, capsys):
+    run_dir = tmp_path / "near"
+    status, _ = _cli(capsys, "--method=rp", "--target_sparsities=[0.5,0.50004]", f"--run_dir={run_dir}")
+    assert status == 0
+    rows = _rows(run_dir)
+    assert [(r["ticket"], r["target_sparsity"]) for r in rows] == [("rp_0.5", "0.5"), ("rp_0.50004", "0.50004")]
+    status, err = _cli(capsys, "--method=rp", "--target_sparsities=[0.5,0.5]", f"--run_dir={tmp_path / 'dup'}")
+    assert status == 2 and err[0].startswith("recbole_lth: invalid target_sparsities=") and "distinct" in err[0]
+    assert not (tmp_path / "dup").exists()
+
+
+# 2 -------------------------------------------------------- misspelled keys
+@pytest.mark.parametrize("arg, closest", [("--prune_rat=0.3", "prune_rate"), ("--metod=omp", "method"),
+                                          ("--epoch=1", "epochs"), ("--lerning_rate=0.01", "learning_rate")])
+def test_misspelled_keys_are_refused_naming_the_closest_known_key(tmp_path, capsys, arg, closest):
+    status, err = _cli(capsys, arg, f"--run_dir={tmp_path / 'run'}")
+    assert status == 2 and len(err) == 1
+    assert err[0].startswith(f"recbole_lth: unknown key {arg[2:].split('=')[0]}=") and f"did you mean {closest}?" in err[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_recbole_keys_of_the_model_are_known(tmp_path, capsys):
+    # NeuMF's own keys (not in RecBole's overall.yaml) and RecBole's general ones are accepted.
+    args = ["--model=NeuMF", "--dataset=ml-100k", "--state=WARNING", "--epochs=1", "--method=dense", "--seed=3",
+            "--mlp_hidden_size=[8]", "--mf_embedding_size=4", "--mlp_embedding_size=4", f"--run_dir={tmp_path / 'run'}"]
+    assert main(args) == 0
+    # ... but NeuMF has no embedding_size: RecBole would ignore it silently.
+    assert main(args + ["--embedding_size=8"]) == 2
+    assert "unknown key embedding_size=8: did you mean mf_embedding_size?" in capsys.readouterr().err
+
+
+# 3 ------------------------------------------------------------ empty tickets
+@pytest.mark.parametrize("args, key", [
+    (["--method=imp", "--prune_rate=0.9", "--rounds=7"], "prune_rate"),
+    (["--method=omp", "--target_sparsities=[0.5,0.9999999]"], "target_sparsities"),
+    (["--method=rp", "--target_sparsities=[0.99995]", "--prune_scope=per_table"], "target_sparsities"),
+])
+def test_tickets_with_no_weight_are_refused_before_training(tmp_path, capsys, args, key):
+    status, err = _cli(capsys, *args, f"--run_dir={tmp_path / 'run'}")
+    assert status == 2 and len(err) == 1 and err[0].startswith(f"recbole_lth: invalid {key}=")
+    assert "keeps none of" in err[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_empty_ticket_is_never_judged_winning():
+    dense = {"ticket": "dense", "sparsity": 0.0, "test_recall@20": 0.1, "nonzero_params": 10, "prunable_params": 10}
+    empty = {"ticket": "omp_0.99", "sparsity": 0.99, "test_recall@20": 0.5, "nonzero_params": 0,
+             "prunable_params": 10}
+    assert judge.is_winning(empty, dense, "test_recall@20") is None
+    assert judge.verdict_cell(empty, dense, "test_recall@20").startswith("empty")
+
+
+def test_baselines_say_when_a_target_clamps(tmp_path, capsys):
+    status, _ = _cli(capsys, "--method=small_dense", "--target_sparsities=[0.5,0.999]", f"--run_dir={tmp_path / 'r'}")
+    assert status == 0
+    half, clamped = _rows(tmp_path / "r")
+    assert "clamps" not in half["note"]
+    assert "target 0.999 clamps to sparsity 0.875" in clamped["note"]  # width 1 of 8
+
+
+# 4 ----------------------------------------------------------------- NaN
+def test_a_nan_in_the_pep_search_is_one_line_and_exit_1(tmp_path, capsys):
+    status, err = _cli(capsys, "--method=pep", "--learning_rate=1e30", "--target_sparsities=[0.5]",
+                       f"--run_dir={tmp_path / 'run'}")
+    assert status == 1 and len(err) == 1
+    assert "threshold search" in err[0] and "NaN" in err[0] and "learning_rate" in err[0]
+
+
+def test_the_nan_hint_names_kd_weight_when_distilling(tmp_path, capsys, monkeypatch):
+    from recbole_lth import distill
+
+    monkeypatch.setattr(distill.Distiller, "kd_loss", lambda self, model, inter: torch.tensor(float("nan")))
+    status, err = _cli(capsys, "--method=rp_kd", "--target_sparsities=[0.5]", f"--run_dir={tmp_path / 'run'}")
+    assert status == 1 and "NaN" in err[0] and "kd_weight (now 1.0)" in err[0]
+    assert [r["ticket"] for r in _rows(tmp_path / "run")] == ["dense"]  # the teacher is kept
+
+
+# 5 ------------------------------------------------------ scientific notation
+def test_numbers_in_scientific_notation_are_numbers(tmp_path, capsys):
+    status, _ = _cli(capsys, "--method=imp_kd", "--prune_rate=2e-1", "--rounds=1", "--kd_weight=1e-3",
+                     f"--run_dir={tmp_path / 'run'}")
+    assert status == 0
+    stored = json.loads((tmp_path / "run" / "settings.json").read_text())
+    assert stored["prune_rate"] == 0.2 and stored["kd_weight"] == 0.001
+    assert float(_rows(tmp_path / "run")[1]["sparsity"]) == pytest.approx(0.2, abs=1e-4)
+
+
+# 6 ------------------------------------------------ a refused run locks nothing
+def test_a_refused_run_leaves_its_run_dir_usable(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    status, err = _cli(capsys, "--method=omp", "--prune_params=[nothing*]", f"--run_dir={run_dir}")
+    assert status == 2 and "prune_params" in err[0]
+    assert not (run_dir / "settings.json").exists()
+    # A teacher of another model class (same shapes) is refused before anything is written, too.
+    lightgcn = tmp_path / "lightgcn"
+    assert _cli(capsys, "--model=LightGCN", "--method=dense", f"--run_dir={lightgcn}")[0] == 0
+    teacher = lightgcn / "tickets" / "dense" / "ticket.pt"
+    status, err = _cli(capsys, "--method=rp_kd", "--target_sparsities=[0.5]", f"--kd_teacher={teacher}",
+                       f"--run_dir={run_dir}")
+    assert status == 2 and "kd_teacher" in err[0] and "LightGCN" in err[0]
+    assert not (run_dir / "settings.json").exists()
+    status, _ = _cli(capsys, "--method=omp", "--target_sparsities=[0.5]", f"--run_dir={run_dir}")
+    assert status == 0 and [r["ticket"] for r in _rows(run_dir)] == ["dense", "omp_0.5"]
+
+
+# 7 ---------------------------------------------------- one process per run
+def test_a_second_process_on_a_run_dir_is_refused_and_a_killed_one_blocks_nothing(tmp_path, capsys):
+    from filelock import FileLock
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    held = FileLock(run_dir / "run.lock", timeout=0)
+    held.acquire()  # another process (a second lock object behaves as one)
+    try:
+        status, err = _cli(capsys, "--method=dense", f"--run_dir={run_dir}")
+        assert status == 2 and "another recbole_lth process" in err[0]
+        assert not (run_dir / "settings.json").exists()
+    finally:
+        held.release()
+    # A process killed while holding the lock: the OS releases it.
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from filelock import FileLock; FileLock(sys.argv[1], timeout=0).acquire(); "
+        "print('locked', flush=True); time.sleep(60)"), str(run_dir / "run.lock")], stdout=subprocess.PIPE)
+    assert holder.stdout.readline().strip() == b"locked"
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    status, _ = _cli(capsys, "--method=dense", f"--run_dir={run_dir}")
+    assert status == 0 and (run_dir / "run.lock").exists()
+
+
+# 8 -------------------------------------------------------- changed data
+def test_resuming_on_other_data_is_refused(tmp_path, capsys, tiny_data):
+    data_path, dataset = tiny_data
+    args = ["--model=BPR", f"--dataset={dataset}", f"--data_path={data_path}", "--method=dense", "--epochs=1",
+            "--state=WARNING", "--embedding_size=8", f"--run_dir={tmp_path / 'run'}"]
+    assert main(args) == 0
+    inter = os.path.join(data_path, dataset, f"{dataset}.inter")
+    lines = open(inter).read().splitlines()
+    open(inter, "w").write("\n".join(lines[:-40]) + "\n")  # the same files, other contents
+    assert main(args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("recbole_lth:")]
+    assert err[0].startswith("recbole_lth: invalid data_path=") and "train" in err[0]
+
+
+# 9 ------------------------------------------------------------ tracebacks
+@pytest.mark.parametrize("args, key", [
+    (["--embedding_size=0"], "embedding_size"),
+    (["--learning_rate=-1"], "learning_rate"),
+    (["--topk=[0]"], "topk"),
+    (["--valid_metric=Foo@20"], "valid_metric"),
+    (["--valid_metric=Recall@50"], "valid_metric"),
+    (["--train_batch_size=0"], "train_batch_size"),
+    (["--eval_step=0"], "eval_step"),
+])
+def test_impossible_recbole_values_are_one_line(tmp_path, capsys, args, key):
+    status, err = _cli(capsys, "--method=dense", *args, f"--run_dir={tmp_path / 'run'}")
+    assert status == 2 and len(err) == 1 and err[0].startswith(f"recbole_lth: invalid {key}=")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("user_id\titem_id\n1\t2\n", "without a type"),
+    ("user_id:token\trating:float\n1\t2\n", "no item_id column"),
+    ("", "it is empty"),
+    ("user_id:token\titem_id:token\n", "no interaction rows"),
+])
+def test_malformed_atomic_files_are_one_line(tmp_path, capsys, content, problem):
+    folder = tmp_path / "data" / "bad"
+    folder.mkdir(parents=True)
+    (folder / "bad.inter").write_text(content)
+    status = main(["--model=BPR", "--dataset=bad", f"--data_path={tmp_path / 'data'}", "--method=dense",
+                   f"--run_dir={tmp_path / 'run'}"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("recbole_lth:")]
+    assert status == 2 and len(err) == 1 and err[0].startswith("recbole_lth: invalid dataset='bad'")
+    assert problem in err[0] and "bad.inter" in err[0]
+
+
+def test_report_of_a_file_and_of_an_unknown_ticket(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert _cli(capsys, "--method=dense", f"--run_dir={run_dir}")[0] == 0
+    before = (run_dir / "report.md").read_text()
+    assert main(["report", str(run_dir / "results.csv")]) == 2
+    assert main(["report", str(run_dir), "--ticket", "omp_0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "is not a run directory" in err and "no ticket 'omp_0.5'" in err
+    assert (run_dir / "report.md").read_text() == before
+
+
+@pytest.mark.parametrize("damage", ["ticket.pt", "result.json", "settings.json", "init_state.pt"])
+def test_damaged_files_name_the_file_and_the_fix(tmp_path, capsys, damage):
+    run_dir = tmp_path / "run"
+    args = ["--method=omp", "--target_sparsities=[0.5]", f"--run_dir={run_dir}"]
+    assert _cli(capsys, *args)[0] == 0
+    target = {"ticket.pt": run_dir / "tickets" / "dense" / "ticket.pt",
+              "result.json": run_dir / "tickets" / "dense" / "result.json",
+              "settings.json": run_dir / "settings.json", "init_state.pt": run_dir / "init_state.pt"}[damage]
+    target.write_bytes(target.read_bytes()[: len(target.read_bytes()) // 2])  # truncated
+    status, err = _cli(capsys, *args)
+    assert len(err) == 1 and (damage.split(".")[0] in err[0] or "dense" in err[0])
+    if damage == "settings.json":
+        assert status == 2 and "delete that file" in err[0]
+    else:
+        assert status == 1 and ("delete that folder" in err[0] or "new run_dir" in err[0])
+    assert (run_dir / "tickets" / "omp_0.5" / "result.json").exists()  # nothing finished is lost
+
+
+# 10 ---------------------------------------------------------------- smaller
+def test_use_gpu_without_a_gpu_says_so(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert _cli(capsys, "--method=dense", "--use_gpu=True", f"--run_dir={tmp_path / 'run'}")[0] == 0
+    assert "no CUDA device" in (tmp_path / "run" / "run.log").read_text()
