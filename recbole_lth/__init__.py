@@ -5,5 +5,6 @@ _compat.apply()
 
 from recbole_lth.api import run  # noqa: E402
 
+from recbole_lth.version import VERSION as __version__  # noqa: E402
+
 __all__ = ["run"]
-__version__ = "0.1.0"

@@ -260,8 +260,10 @@ def session(model=None, dataset=None, method=None, config_files=None, config_dic
             yield run
 
 
-def run(model=None, dataset=None, method=None, config_files=None, config_dict=None) -> RunResult:
+def run(model=None, dataset=None, method=None, config_files=None, config_dict=None, hooks=()) -> RunResult:
     """Run one search and return its run directory and results rows.
+
+    ``hooks``: extra ``TicketHook`` s attached to every ticket (``tune``'s pruner).
 
     Example::
 
@@ -271,6 +273,7 @@ def run(model=None, dataset=None, method=None, config_files=None, config_dict=No
     with session(model, dataset, method, config_files, config_dict) as prepared:
         for name in prepared.views:  # one method, or a study's methods in the order given
             view = prepared.for_method(name)
+            view.ticket_hooks.extend(hooks)
             distill.install(view)  # kd_weight > 0: distil every sparse ticket of this method
             methods.get(name).plan(view)
         logger.info(f"results: {prepared.paths.results}")

@@ -11,8 +11,10 @@ import sys
 
 from recbole_lth import commands
 from recbole_lth.api import run
-from recbole_lth.settings import parse_value
 from recbole_lth.errors import ConfigError, RunDamaged, TrainingDiverged
+from recbole_lth.helptext import help_text, version_text
+from recbole_lth.settings import parse_value
+from recbole_lth.tune import tune
 
 
 def parse_args(argv: list[str]) -> dict:
@@ -39,8 +41,27 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in commands.COMMANDS:  # report / export / compare on finished run directories
         return commands.main(argv)
+    if "-h" in argv or "--help" in argv:
+        print(help_text())
+        return 0
+    if "--version" in argv:
+        print(version_text())
+        return 0
+    tuning = bool(argv) and argv[0] == "tune"
+    if tuning:
+        argv = argv[1:]
     try:
         options = parse_args(argv)
+        if tuning:
+            tune_dir = options.pop("tune_dir", None)
+            path = tune(
+                options.pop("params_file", None), options.pop("max_evals", 10),
+                model=options.pop("model", None), dataset=options.pop("dataset", None),
+                method=options.pop("method", None), config_files=options.pop("config_files", None),
+                config_dict=options, tune_dir=tune_dir,
+            )
+            print(f"tuning: {path}")
+            return 0
         result = run(
             model=options.pop("model", None),
             dataset=options.pop("dataset", None),

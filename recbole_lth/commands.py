@@ -10,9 +10,9 @@ import argparse
 import os
 import sys
 
-from recbole_lth import checkpoint, paths
+from recbole_lth import paths
 from recbole_lth.compare import compare
-from recbole_lth.export import export_ticket
+from recbole_lth.export import export_recbole, export_ticket
 from recbole_lth.report import write_report
 
 COMMANDS = ("report", "export", "compare")
@@ -25,10 +25,13 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir")
     report.add_argument("--ticket", default=None, help="ticket for the embedding-size analysis (default: sparsest)")
     report.add_argument("--buckets", type=int, default=5, help="popularity buckets (default 5)")
-    export = sub.add_parser("export", help="write one ticket in the compact format")
+    export = sub.add_parser("export", help="write one ticket in the compact format, or as RecBole's checkpoint")
     export.add_argument("run_dir")
     export.add_argument("ticket")
     export.add_argument("--out", default=None)
+    export.add_argument("--format", choices=("compact", "recbole"), default="compact",
+                        help="compact: bitmap + kept values (weights-only); recbole: RecBole's own checkpoint, "
+                             "for recbole.quick_start.load_data_and_model (pickles RecBole's Config)")
     compare = sub.add_parser("compare", help="merge several run directories into one table and picture")
     compare.add_argument("run_dirs", nargs="+")
     compare.add_argument("--out", default="lth_compare")
@@ -42,13 +45,16 @@ def main(argv: list[str]) -> int:
             if args.buckets < 1:
                 raise ValueError(f"--buckets={args.buckets}: allowed values are whole numbers >= 1")
             print(f"report: {write_report(args.run_dir, ticket=args.ticket, buckets=args.buckets)}")
+        elif args.command == "export" and args.format == "recbole":
+            out = args.out or str(paths.RunPaths(args.run_dir).export(args.ticket).with_suffix(".recbole.pth"))
+            print(f"export: {export_recbole(args.run_dir, args.ticket, out)} (RecBole checkpoint)")
         elif args.command == "export":
             path = export_ticket(args.run_dir, args.ticket, args.out)
-            stored = checkpoint.load(paths.RunPaths(args.run_dir).ticket_weights(args.ticket))
-            dense = sum(stored["state_dict"][n].numel() * stored["state_dict"][n].element_size()
-                        for n in stored["masks"])
+            row = paths.read_json(paths.RunPaths(args.run_dir).ticket_result(args.ticket))
+            dense = 4 * row["prunable_params"]  # the full model's prunable tables in fp32
             size = os.path.getsize(path)
-            print(f"export: {path} ({size} bytes; dense prunable tables {dense} bytes, ratio {size / dense:.4f})")
+            print(f"export: {path} ({size} bytes; the full model's prunable tables {dense} bytes, "
+                  f"ratio {size / dense:.4f})")
         else:
             print(f"comparison: {compare(args.run_dirs, args.out)}")
     except (FileNotFoundError, ValueError) as err:

@@ -1,14 +1,18 @@
 """RecBole 1.2.1 on today's stack: every patch the plugin needs, in one place.
 
 RecBole 1.2.1 was released against numpy 1.x, scipy < 1.13, torch < 2.6 and
-pandas 2.x.  On newer releases four things break; each patch below names the
+pandas 2.x.  On newer releases five things break; each patch below names the
 break, is idempotent, and does nothing where the installed version is fine.
 
-1. numpy 2 removed ``np.float_``, ``np.complex_`` and ``np.unicode_``.
-   ``recbole.config.Config.compatibility_settings`` assigns from them and so
-   raises ``AttributeError`` on every ``Config(...)``.  We restore the three
-   aliases (to the same types numpy 1.x had), so RecBole's own settings and its
-   ``np.float`` uses in metrics and datasets work unchanged.
+1. numpy 2 removed ``np.float_``, ``np.complex_``, ``np.unicode_`` and
+   ``np.bool8``.  ``recbole.config.Config.compatibility_settings`` assigns from
+   the first three and so raises ``AttributeError`` on every ``Config(...)``;
+   ``ray.tune`` 2.6.3 (RecBole's pinned dependency, imported by
+   ``recbole.quick_start``) reads ``np.bool8`` at import.  We restore the four
+   aliases (to the same types numpy 1.x had), so RecBole's own settings, its
+   ``np.float`` uses in metrics and datasets, and its quick_start work
+   unchanged.  (ray 2.6.3 also imports ``pkg_resources``, which setuptools 81
+   removed: the package requires ``setuptools<81``, see pyproject.toml.)
 2. scipy >= 1.13 dropped ``dok_matrix._update``, which LightGCN (and NGCF,
    GCMC, SpectralCF, NCL, KGIN, MCCLK) use to fill their adjacency matrix.  We
    add it back as a bulk ``dict.update`` of the matrix's storage (C speed).
@@ -29,6 +33,20 @@ break, is idempotent, and does nothing where the installed version is fine.
    of each cell's, which breaks remapping/normalising sequence fields
    (``token_seq``/``float_seq``); while RecBole processes a dataset
    (``Dataset._data_processing``), ``Series.agg(len)`` is elementwise again.
+
+5. Also from torch 2.6 on, ``recbole.quick_start.load_data_and_model`` (how
+   RecBole users open a saved model) calls ``torch.load(file)`` with its
+   ``import torch`` inside the function, so no module attribute can reach it,
+   and the weights-only loader refuses RecBole's pickled ``Config``.  We add
+   the types a RecBole checkpoint of a general recommender holds (``Config``,
+   yaml's ``FullLoader`` class it keeps, RecBole's enums, the general model
+   classes it stores as ``model_class``) to torch's allowlist
+   (``torch.serialization.add_safe_globals``): such checkpoints then load with
+   ``weights_only=True``, and nothing else is trusted.  (This reads files
+   saved with torch.save's default pickle protocol, as the plugin's
+   ``export --format recbole`` writes them; RecBole's own trainer writes
+   protocol 4, which the weights-only loader cannot read at all, so its files
+   still need ``weights_only=False``, as patch 3 gives RecBole's trainer.)
 
 ``apply()`` is called on ``import recbole_lth``; it never imports
 ``recbole.quick_start`` (which drags in ray).
@@ -55,9 +73,15 @@ _TORCH_LOAD_MODULES = (
 
 
 def patch_numpy_aliases() -> bool:
-    """(1) Give numpy 2 the aliases RecBole's Config assigns from."""
+    """(1) Give numpy 2 the aliases RecBole's Config assigns from, and the
+    ones it assigns (its ``compatibility_settings``, which only runs when a
+    Config is *built*: a Config unpickled by ``load_data_and_model`` never sets
+    ``np.float``, which RecBole's metrics read)."""
     patched = False
-    for alias, target in (("float_", np.float64), ("complex_", np.complex128), ("unicode_", np.str_)):
+    removed = (("float_", np.float64), ("complex_", np.complex128), ("unicode_", np.str_), ("bool8", np.bool_))
+    recbole_sets = (("bool", np.bool_), ("int", np.int_), ("float", np.float64), ("complex", np.complex128),
+                    ("object", np.object_), ("str", np.str_), ("long", np.int_), ("unicode", np.str_))
+    for alias, target in removed + recbole_sets:
         if not hasattr(np, alias):
             setattr(np, alias, target)
             patched = True
@@ -209,6 +233,38 @@ def patch_pandas_fillna() -> bool:
     return patched
 
 
+def recbole_checkpoint_types() -> list:
+    """The types a RecBole checkpoint of a general recommender pickles."""
+    import enum
+
+    import yaml
+    from recbole.config import Config
+    from recbole.model import general_recommender
+    from recbole.model.abstract_recommender import AbstractRecommender
+    from recbole.utils import enum_type
+
+    enums = [v for v in vars(enum_type).values() if isinstance(v, type) and issubclass(v, enum.Enum)
+             and v is not enum.Enum]
+    models = [v for v in vars(general_recommender).values()
+              if isinstance(v, type) and issubclass(v, AbstractRecommender)]
+    return [Config, yaml.FullLoader, *enums, *models]
+
+
+def allow_recbole_checkpoints() -> bool:
+    """(5) Let torch's weights-only loader open RecBole's checkpoints."""
+    import torch
+
+    add = getattr(torch.serialization, "add_safe_globals", None)
+    if add is None:  # torch < 2.4: torch.load is not weights-only by default
+        return False
+    wanted = recbole_checkpoint_types()
+    allowed = set(torch.serialization.get_safe_globals())
+    missing = [t for t in wanted if t not in allowed]
+    if missing:
+        add(missing)
+    return bool(missing)
+
+
 def apply() -> dict[str, bool]:
     """Apply every patch once; returns which ones changed something now."""
     if _APPLIED:
@@ -217,4 +273,5 @@ def apply() -> dict[str, bool]:
     _APPLIED["scipy_dok_update"] = patch_scipy_dok_update()
     _APPLIED["torch_load"] = patch_torch_load()
     _APPLIED["pandas_fillna"] = patch_pandas_fillna()
+    _APPLIED["recbole_checkpoints"] = allow_recbole_checkpoints()
     return dict(_APPLIED)

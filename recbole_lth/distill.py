@@ -49,8 +49,7 @@ KEYS = (
     number_key("kd_temperature", "score: temperature T; ranking: lambda of the position weights exp(-r/lambda)",
                0, low_open=True),
     number_key("kd_topk", "ranking: teacher items per user", 1, whole=True),
-    Key("kd_teacher", "a recbole_lth checkpoint of the same model and dataset (e.g. <run_dir>/tickets/dense/"
-        "ticket.pt); null: the run's dense ticket",
+    Key("kd_teacher", "the teacher's weights; null: the run's dense ticket",
         "null (the run's dense ticket) or the path of a recbole_lth checkpoint of the same model and dataset, "
         "e.g. <run_dir>/tickets/dense/ticket.pt",
         lambda x: x is None or (isinstance(x, str) and Path(x).is_file())),
@@ -100,17 +99,53 @@ def teacher_top_items(teacher, dataset, k: int, chunk_users: int, device) -> tor
 
 
 # ----------------------------------------------------------------- teacher
-TEACHER_ALLOWED = "a recbole_lth checkpoint of this run's model and dataset (e.g. <run_dir>/tickets/dense/ticket.pt)"
+TEACHER_ALLOWED = ("a recbole_lth checkpoint of this run's model and dataset (e.g. <run_dir>/tickets/dense/ticket.pt) "
+                   "or a model RecBole's trainer saved for them")
+
+
+# RecBole keys that decide the data split: a teacher trained on another split
+# has seen this run's validation or test interactions.
+SPLIT_KEYS = ("dataset", "benchmark_filename", "eval_args", "seed", "USER_ID_FIELD", "ITEM_ID_FIELD", "load_col",
+              "user_inter_num_interval", "item_inter_num_interval", "val_interval", "rm_dup_inter",
+              "filter_inter_by_user_or_item", "threshold")
+
+
+def _recbole_teacher(path, config) -> tuple[dict, dict]:
+    """A checkpoint written by RecBole's trainer (``run_recbole.py``): its
+    weights and its config's model and split.  RecBole pickles its Config with
+    protocol 4, which torch's weights-only loader cannot read; such a file is
+    unpickled in full, which is safe only because the user named it
+    (``kd_teacher``); a protocol-2 file (``export --format recbole``) is read
+    weights-only, RecBole's types being allowlisted by the compatibility module."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # protocol 4: only a full unpickle reads it
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    if not (isinstance(payload, dict) and "state_dict" in payload and "config" in payload):
+        raise ValueError("neither a recbole_lth checkpoint nor one written by RecBole's trainer")
+    theirs = payload["config"]
+    for key in ("model",) + SPLIT_KEYS:
+        if theirs[key] != config[key]:
+            raise ConfigError("kd_teacher", str(path), f"{TEACHER_ALLOWED}; its {key} is {theirs[key]!r}, this "
+                                                       f"run's is {config[key]!r} (the same model, dataset and split)")
+    return payload["state_dict"], {"model": theirs["model"], "dataset": theirs["dataset"]}
 
 
 def check_teacher_file(path, model, config) -> dict:
-    """The weights of ``kd_teacher``, refused unless they are a recbole_lth
-    checkpoint of this run's model class and dataset with this model's shapes."""
+    """The weights of ``kd_teacher``: a recbole_lth checkpoint (a ticket), or a
+    model RecBole's ``run_recbole.py`` saved, refused unless it is this run's
+    model class, dataset (and split) and shapes."""
     try:
         payload = checkpoint.load(path)
-    except Exception as err:  # not a torch file, or not ours
-        raise ConfigError("kd_teacher", path, f"{TEACHER_ALLOWED}; loading it failed: {err}") from err
-    meta, state = payload.get("meta") or {}, payload.get("state_dict") or {}
+        state, meta = payload.get("state_dict") or {}, payload.get("meta") or {}
+    except checkpoint.CorruptCheckpoint as ours:
+        try:
+            state, meta = _recbole_teacher(path, config)
+        except ConfigError:
+            raise
+        except Exception as err:  # not a torch file, or not a checkpoint
+            raise ConfigError("kd_teacher", path, f"{TEACHER_ALLOWED}; loading it failed: {ours}; as RecBole's: "
+                                                  f"{err}") from err
     for key in ("model", "dataset"):
         if meta.get(key) not in (None, config[key]):
             raise ConfigError("kd_teacher", path, f"{TEACHER_ALLOWED}; it was trained as {key} {meta[key]!r}, "

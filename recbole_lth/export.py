@@ -22,7 +22,10 @@ from pathlib import Path
 
 import torch
 
-from recbole_lth import checkpoint, paths
+from recbole_lth import builder, checkpoint, paths
+from recbole_lth.budget import shrunk
+from recbole_lth.methods import lcm
+from recbole_lth.methods.small_dense import small_sizes
 
 FORMAT = "recbole_lth.export/1"
 _BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
@@ -92,15 +95,18 @@ def export_ticket(run_dir, ticket: str, out=None) -> Path:
         available = run_paths.stored_tickets()
         raise FileNotFoundError(f"no ticket {ticket!r} in {run_dir} (tickets: {', '.join(available) or 'none'})")
     stored = checkpoint.load(source)
+    state, masks = stored["state_dict"], stored["masks"]
     meta = {"ticket": ticket, "run_dir": str(run_dir)}
     if run_paths.ticket_result(ticket).is_file():
         row = paths.read_json(run_paths.ticket_result(ticket))
-        meta.update({k: row.get(k) for k in ("method", "model", "dataset", "sparsity")})
+        meta.update({k: row.get(k) for k in ("method", "model", "dataset", "sparsity", "prunable_params")})
+        if row.get("method") == "lcm":  # what is deployed: the projected tables, dense
+            state, masks = lcm.deployed_state(state), {}
     if run_paths.settings.is_file():
         # Enough to rebuild the RecBole model (embedding_size, layers, ...).
         meta["settings"] = paths.read_json(run_paths.settings)
     out = Path(out) if out else run_paths.export(ticket)
-    write_export(out, stored["state_dict"], stored["masks"], meta)
+    write_export(out, state, masks, meta)
     return out
 
 
@@ -134,3 +140,65 @@ def read_export(path, map_location="cpu") -> tuple[dict, dict, dict]:
 def load_export(path, map_location="cpu") -> dict:
     """The full ``state_dict`` stored in an export (pruned entries exactly zero)."""
     return read_export(path, map_location)[0]
+
+
+# ------------------------------------------------------ RecBole's own format
+_LEARNERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
+             "adagrad": torch.optim.Adagrad, "rmsprop": torch.optim.RMSprop}
+
+
+def deployed_model(run_dir, ticket: str):
+    """``(config, model)``: RecBole's config and model of a ticket as RecBole
+    builds them (the run's settings, same seed and split), holding the ticket's
+    weights (pruned entries exactly zero).  A baseline is its own, smaller
+    model: ``small_dense`` with its widths; ``lcm`` as what is deployed, the
+    projected tables E = E_teacher·W + b at width d′ (the frozen teacher table
+    is a training device, not part of the model)."""
+    run_paths = paths.RunPaths(run_dir)
+    if not run_paths.ticket_result(ticket).is_file():
+        raise FileNotFoundError(f"no finished ticket {ticket!r} in {run_dir} "
+                                f"(tickets: {', '.join(run_paths.stored_tickets()) or 'none'})")
+    settings = paths.read_json(run_paths.settings)
+    row = paths.read_json(run_paths.ticket_result(ticket))
+    state = dict(checkpoint.load(run_paths.ticket_weights(ticket))["state_dict"])
+    settings = dict(settings, data_path=builder.resolve_data_path(settings))
+    config = builder.recbole_config(settings, run_paths.root)
+    _, train, _, _ = builder.load_data(config, builder.eval_memory(settings))
+    sizes = {}
+    if row.get("method") == "small_dense":
+        sizes = small_sizes(config, row["target_sparsity"])
+    elif row.get("method") == "lcm":
+        sizes = {"embedding_size": shrunk(config["embedding_size"], row["target_sparsity"])}
+        state = lcm.deployed_state(state)
+    for key, value in sizes.items():
+        config[key] = value
+    model = builder.new_model(config, train.dataset)
+    model.load_state_dict(state)
+    return config, model
+
+
+def export_recbole(run_dir, ticket: str, out) -> Path:
+    """The ticket as RecBole's trainer saves a model, so that
+    ``recbole.quick_start.load_data_and_model(out)`` opens it (with
+    ``import recbole_lth`` first on torch >= 2.6: its compatibility module
+    allowlists RecBole's checkpoint types).  This is an interchange format:
+    like every RecBole checkpoint it pickles RecBole's ``Config`` (our own
+    files never do)."""
+    config, model = deployed_model(run_dir, ticket)
+    row = paths.read_json(paths.RunPaths(run_dir).ticket_result(ticket))
+    learner = _LEARNERS.get(str(config["learner"]).lower(), torch.optim.Adam)
+    state = {
+        "config": config,
+        "epoch": row.get("best_epoch"),
+        "cur_step": 0,
+        "best_valid_score": row.get(f"valid_{str(config['valid_metric']).lower()}"),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "other_parameter": model.other_parameter(),
+        "optimizer": learner(model.parameters(), lr=config["learning_rate"]).state_dict(),
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # torch.save's default protocol, not the 4 RecBole's trainer uses: torch's
+    # weights-only loader (torch >= 2.6's default) cannot read protocol 4 at all.
+    torch.save(state, out)
+    return out

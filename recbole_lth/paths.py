@@ -136,6 +136,28 @@ class RunPaths:
         return self.root / "exports" / f"{key}.pt"
 
 
+class TunePaths:
+    """The files of one tuning study: one run directory per trial."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+
+    @property
+    def study(self) -> Path:
+        """Optuna's journal: resumes the study."""
+        return self.root / "study.log"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "tuning.csv"
+
+    def trial_dir(self, number: int) -> Path:
+        return self.root / f"trial_{number:03d}"
+
+    def trial_row(self, number: int) -> Path:
+        return self.root / f"trial_{number:03d}.json"
+
+
 # ------------------------------------------------------------ atomic writes
 def _temporary(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)

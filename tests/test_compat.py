@@ -49,7 +49,7 @@ def test_patches_are_idempotent_and_never_import_quick_start():
 def test_numpy_aliases_let_recbole_config_build():
     config = _config()  # Config.compatibility_settings reads np.float_ etc.
     assert config["model"] == "BPR"
-    assert np.float_ is np.float64 and np.complex_ is np.complex128
+    assert np.float_ is np.float64 and np.complex_ is np.complex128 and np.bool8 is np.bool_
     assert np.float is np.float64  # set by RecBole itself, used in its metrics
 
 

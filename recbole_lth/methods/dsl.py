@@ -68,7 +68,8 @@ def plan(run) -> None:
 
 
 METHOD = Method(
-    "dsl", "per target RP's random mask trained at that fixed budget with dynamic exploration: every ΔT steps "
-    "drop the ρ_t smallest-|w| active weights and regrow as many inactive ones by |grad| (DSL, Alg. 1)",
+    "dsl", "per target RP's random mask trained at that fixed budget with dynamic exploration: every ΔT epochs "
+    "drop the ρ_t smallest-|w| active weights and regrow as many inactive ones by their gradient (DSL, Alg. 1); "
+    "early stopping counts from T_end",
     plan, keys=KEYS,
 )

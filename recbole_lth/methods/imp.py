@@ -56,8 +56,8 @@ def check(settings: dict) -> None:
 
 
 IMP = Method(
-    "imp", "dense round 0; each round prunes prune_rate of the survivors by |w|, rewinds them and retrains "
-    "(lottery tickets, LTH-MRS Alg. 1)", imp, check=check, dense_reference=DENSE_TICKET,
+    "imp", "the dense ticket is round 0; each round prunes prune_rate of the survivors by |w|, rewinds them and "
+    "retrains (lottery tickets, LTH-MRS Alg. 1)", imp, check=check, dense_reference=DENSE_TICKET,
     sparsities=round_sparsities, sparsity_key="prune_rate",
 )
 WR = Method(

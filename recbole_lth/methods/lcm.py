@@ -36,6 +36,18 @@ class ProjectedEmbedding(nn.Module):
         return self.transfer(self.teacher_table[index])
 
 
+def deployed_state(state: dict) -> dict:
+    """What an LCM ticket deploys: the projected tables E = E_teacher·W + b as
+    the model's own embedding weights (n × d′); the frozen teacher table is
+    needed to train, not to serve."""
+    state = dict(state)
+    for name in TABLES:
+        table = state.pop(f"{name}.teacher_table")
+        weight, bias = state.pop(f"{name}.transfer.weight"), state.pop(f"{name}.transfer.bias")
+        state[f"{name}.weight"] = table @ weight.T + bias
+    return state
+
+
 def plan(run) -> None:
     teacher = teacher_state(run)  # kd_teacher if set, else the run's dense ticket
     full_numel = {n: p.numel() for n, p in run.prunable.items()}
