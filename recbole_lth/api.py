@@ -20,6 +20,7 @@ from recbole_lth.engine import Run
 from recbole_lth.errors import ConfigError
 from recbole_lth.masking import select_prunable, table_axes
 from recbole_lth.popularity import save_popularity, save_table_axes
+from recbole_lth.progress import Progress
 from recbole_lth.report import write_report_logged
 from recbole_lth.settings import (
     VOLATILE_KEYS, check_common, check_model_and_dataset, check_unknown, merge_settings, run_identity, user_values,
@@ -257,7 +258,13 @@ def session(model=None, dataset=None, method=None, config_files=None, config_dic
                 "prunable tensors (%s, scope %s): %s", run.settings["prune_params"], run.scope,
                 {n: tuple(p.shape) for n, p in run.prunable.items()},
             )
-            yield run
+            progress = Progress(methods.planned_tickets(run.views), run.paths, str(run.config["valid_metric"]),
+                                enabled=bool(run.settings.get("progress", True)))
+            run.on_row = progress
+            try:
+                yield run
+            finally:
+                progress.close()
 
 
 def run(model=None, dataset=None, method=None, config_files=None, config_dict=None, hooks=()) -> RunResult:

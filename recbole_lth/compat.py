@@ -48,6 +48,15 @@ break, is idempotent, and does nothing where the installed version is fine.
    protocol 4, which the weights-only loader cannot read at all, so its files
    still need ``weights_only=False``, as patch 3 gives RecBole's trainer.)
 
+6. RecBole's known warnings on today's stack, which say nothing a user of
+   the plugin can act on, are silenced (and only they, by message and
+   module): numpy's non-writable array ``UserWarning`` (RecBole's dataset),
+   ``torch.cuda.amp.GradScaler``'s ``FutureWarning`` (RecBole's trainer),
+   torch's ``SparseTensor`` constructor deprecation (LightGCN), ray's
+   ``pkg_resources`` deprecation (``recbole.quick_start``), pandas 3's
+   ``inplace=`` deprecation (RecBole's dataset) and numpy 2's
+   ``__array_wrap__`` deprecation (RecBole's sparse matrices).
+
 ``apply()`` is called on ``import recbole_lth``; it never imports
 ``recbole.quick_start`` (which drags in ray).
 """
@@ -57,6 +66,7 @@ import contextlib
 import functools
 import importlib
 import types
+import warnings
 
 import numpy as np
 
@@ -82,7 +92,10 @@ def patch_numpy_aliases() -> bool:
     recbole_sets = (("bool", np.bool_), ("int", np.int_), ("float", np.float64), ("complex", np.complex128),
                     ("object", np.object_), ("str", np.str_), ("long", np.int_), ("unicode", np.str_))
     for alias, target in removed + recbole_sets:
-        if not hasattr(np, alias):
+        with warnings.catch_warnings():  # numpy warns on a lookup of a removed alias
+            warnings.simplefilter("ignore")
+            present = hasattr(np, alias)
+        if not present:
             setattr(np, alias, target)
             patched = True
     return patched
@@ -265,6 +278,23 @@ def allow_recbole_checkpoints() -> bool:
     return bool(missing)
 
 
+KNOWN_WARNINGS = (
+    (UserWarning, r"The given NumPy array is not writable", r"recbole\."),
+    (FutureWarning, r"`torch\.cuda\.amp\.GradScaler\(args\.\.\.\)` is deprecated", r"recbole\."),
+    (UserWarning, r"torch\.sparse\.SparseTensor\(indices, values, shape", r"recbole\."),
+    (UserWarning, r"pkg_resources is deprecated as an API", r"ray\."),
+    (Warning, r"The inplace keyword in DataFrame\.\w+ is deprecated", r"recbole\."),  # pandas 3
+    (DeprecationWarning, r"__array_wrap__ must accept context and return_scalar", r"numpy\."),  # numpy 2 + scipy
+)
+
+
+def silence_known_warnings() -> bool:
+    """(6) Hide RecBole's warnings that the user cannot act on."""
+    for category, message, module in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+    return True
+
+
 def apply() -> dict[str, bool]:
     """Apply every patch once; returns which ones changed something now."""
     if _APPLIED:
@@ -274,4 +304,5 @@ def apply() -> dict[str, bool]:
     _APPLIED["torch_load"] = patch_torch_load()
     _APPLIED["pandas_fillna"] = patch_pandas_fillna()
     _APPLIED["recbole_checkpoints"] = allow_recbole_checkpoints()
+    _APPLIED["known_warnings"] = silence_known_warnings()
     return dict(_APPLIED)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from time import perf_counter
+from typing import Callable
 
 import torch
 
@@ -83,6 +84,8 @@ class Run:
     ticket_hooks: list = field(default_factory=list)
     # A study's per-method settings (overall < the method's properties < the user's).
     views: dict = field(default_factory=dict)
+    # Called with (row, trained) once per new row: progress output, TensorBoard.
+    on_row: Callable | None = None
 
     # ------------------------------------------------------------- states
     @property
@@ -194,6 +197,7 @@ class Run:
         """Train (or load, if finished) the ticket ``key``; ``method`` labels
         its row (default: the run's method; the shared dense ticket: dense)."""
         ticket = self.stored(key)
+        trained = ticket is None
         if ticket is not None:
             logger.info(f"ticket {key}: already finished in {self.paths.tickets / key}, skipped")
         else:
@@ -205,7 +209,7 @@ class Run:
             checkpoint.save(self.paths.ticket_weights(key), state_dict=ticket.state_dict, masks=ticket.masks,
                             meta={"key": key, "model": self.config["model"], "dataset": self.config["dataset"]})
             paths.write_json(self.paths.ticket_result(key), ticket.row)
-        self.add_row(ticket.row)
+        self.add_row(ticket.row, trained)
         return ticket
 
     def refuse_empty(self, key: str, masks: dict) -> None:
@@ -223,7 +227,7 @@ class Run:
                 f"weight (finished tickets are kept)",
             )
 
-    def add_row(self, row: dict) -> None:
+    def add_row(self, row: dict, trained: bool = False) -> None:
         """A row of ``results.csv`` (a ticket's, or a note with no ticket); a
         ticket asked for again (the dense ticket, shared) keeps its one row."""
         same = [i for i, r in enumerate(self.rows) if r.get("ticket") == row.get("ticket")]
@@ -232,6 +236,8 @@ class Run:
         else:
             self.rows.append(row)
         write_results(self.run_dir, self.rows)
+        if not same and self.on_row is not None:
+            self.on_row(row, trained)
 
     def row_start(self, key: str, round_idx: int, target_sparsity: float, method: str | None = None) -> dict:
         """The columns every row begins with."""
@@ -251,7 +257,7 @@ class Run:
         mask = ParameterMask(self.prunable, {n: m.to(self.device) for n, m in masks.items()})
         invalidate_caches(self.model)
         callbacks = [self._capture_rewind] if capture_rewind else []
-        trainer = sparse_trainer(config, self.model, mask, callbacks)
+        trainer = sparse_trainer(config, self.model, mask, callbacks, self.paths.tensorboard / key)
         trainer.start_epoch = start_epoch
         for hook in hooks:
             hook.attach(self, trainer)

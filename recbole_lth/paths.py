@@ -8,7 +8,7 @@ its complete new one.
 
 Layout of a run directory::
 
-    settings.json  config.yaml  data.json  results.csv  run.log  run.lock
+    settings.json  config.yaml  data.json  results.csv  run.log  run.lock  tensorboard/
     init_state.pt  rewind_state.pt  popularity.pt  tables.json
     report.md  curve.png  embedding_sizes.png
     tickets/<ticket>/ticket.pt  tickets/<ticket>/result.json
@@ -82,6 +82,12 @@ class RunPaths:
     @property
     def rewind_state(self) -> Path:
         return self.root / "rewind_state.pt"
+
+    @property
+    def tensorboard(self) -> Path:
+        """RecBole's per-epoch TensorBoard logs (one folder per ticket) and the
+        run's per-ticket scalars (``tickets/``)."""
+        return self.root / "tensorboard"
 
     @property
     def popularity(self) -> Path:

@@ -31,7 +31,7 @@ from recbole_lth.masking import PRUNE_SCOPES, PRUNE_TARGETS
 VOLATILE_KEYS = frozenset({
     "state", "show_progress", "gpu_id", "use_gpu", "worker", "run_dir",
     "output_root", "checkpoint_dir", "log_wandb", "wandb_project", "config_files",
-    "data_path", "eval_batch_size", "eval_memory_mb",
+    "data_path", "eval_batch_size", "eval_memory_mb", "progress",
 })
 
 
@@ -177,6 +177,8 @@ COMMON_KEYS = (
         "a whole number in [0, epochs)", lambda x: is_whole(x) and x >= 0),
     number_key("eval_memory_mb", "memory budget (MB) of a full-sort evaluation batch's scores; RecBole's "
                "eval_batch_size, when set, wins", 0, low_open=True),
+    bool_key("progress", "a ticket-level progress bar and one line per finished ticket on the console (RecBole's "
+             "per-epoch bars: show_progress)"),
     bool_key("fused_optimizer", "build RecBole's adam/adamw/sgd/adagrad as torch's fused kernel (same algorithm)"),
     text_key("output_root", "parent of the default run directory", nullable=False),
     text_key("run_dir", "the run directory; null: <output_root>/<model>-<dataset>-<method>-<settings hash>"),

@@ -15,6 +15,8 @@ validation metric, full-sort evaluator); the mixin only
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from recbole.utils import get_trainer
 
@@ -98,11 +100,32 @@ class SparseTrainerMixin:
             writer.close()
 
 
+@contextmanager
+def tensorboard_in(directory):
+    """RecBole's trainer opens its TensorBoard writer under ``log_tensorboard/``
+    in the working directory; while a trainer is built here, the writer goes
+    to ``directory`` (the run directory's) instead.  None: RecBole's place."""
+    import recbole.trainer.trainer as recbole_trainer
+
+    if directory is None:
+        yield
+        return
+    from torch.utils.tensorboard import SummaryWriter
+
+    original = recbole_trainer.get_tensorboard
+    recbole_trainer.get_tensorboard = lambda logger: SummaryWriter(str(directory))
+    try:
+        yield
+    finally:
+        recbole_trainer.get_tensorboard = original
+
+
 _CLASSES: dict[type, type] = {}
 
 
-def sparse_trainer(config, model, mask: ParameterMask, epoch_callbacks=()):
+def sparse_trainer(config, model, mask: ParameterMask, epoch_callbacks=(), tensorboard_dir=None):
     base = get_trainer(config["MODEL_TYPE"], config["model"])
     if base not in _CLASSES:
         _CLASSES[base] = type(f"Sparse{base.__name__}", (SparseTrainerMixin, base), {})
-    return _CLASSES[base](config, model, mask, epoch_callbacks)
+    with tensorboard_in(tensorboard_dir):
+        return _CLASSES[base](config, model, mask, epoch_callbacks)

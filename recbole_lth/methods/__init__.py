@@ -96,3 +96,10 @@ def check_counts(view: dict, numels: dict[str, int]) -> None:
                 f"values whose sparsity keeps at least one weight: {method.name}'s sparsity {sparsity:.10g} "
                 f"keeps none of {', '.join(empty)} ({sum(numels.values())} prunable weights)",
             )
+
+
+def planned_tickets(views: dict[str, dict]) -> int:
+    """How many rows a run will write: each method's tickets, and the shared
+    dense ticket once if any method trains it."""
+    dense = any(get(name).trains_dense(view) for name, view in views.items())
+    return int(dense) + sum(get(name).tickets(view) for name, view in views.items())

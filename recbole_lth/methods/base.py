@@ -27,11 +27,22 @@ class Method:
     # anything trains), and the key that sets them.
     sparsities: Callable[[dict], list] = lambda settings: list(settings.get("target_sparsities") or [])
     sparsity_key: str = "target_sparsities"
+    # How many tickets (rows) it adds besides the shared dense ticket, for the progress bar.
+    tickets: Callable[[dict], int] = lambda settings: len(settings.get("target_sparsities") or [])
+    # Its dense ticket only serves as a teacher, which kd_teacher replaces (lcm).
+    dense_is_teacher: bool = False
 
     def variant(self, name: str, summary: str) -> "Method":
         """The same plan under another name whose properties file overrides
         the base method's defaults (``imp_kd``: ``imp`` with ``kd_weight: 1``)."""
         return replace(self, name=name, summary=summary, base=self.name)
+
+    def trains_dense(self, settings: dict) -> bool:
+        """Whether the run's dense ticket is trained for this method: its own
+        reference, or the teacher of its distillation."""
+        if self.dense_reference is not None:
+            return not (self.dense_is_teacher and settings.get("kd_teacher"))
+        return bool(settings.get("kd_weight")) and not settings.get("kd_teacher")
 
     def properties_files(self) -> list[str]:
         """Its properties files, lowest priority first."""

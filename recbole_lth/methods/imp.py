@@ -58,9 +58,9 @@ def check(settings: dict) -> None:
 IMP = Method(
     "imp", "the dense ticket is round 0; each round prunes prune_rate of the survivors by |w|, rewinds them and "
     "retrains (lottery tickets, LTH-MRS Alg. 1)", imp, check=check, dense_reference=DENSE_TICKET,
-    sparsities=round_sparsities, sparsity_key="prune_rate",
+    sparsities=round_sparsities, sparsity_key="prune_rate", tickets=planned_rounds,
 )
 WR = Method(
     "wr", "as imp without rewinding: survivors continue from their trained values", wr, check=check,
-    dense_reference=DENSE_TICKET, sparsities=round_sparsities, sparsity_key="prune_rate",
+    dense_reference=DENSE_TICKET, sparsities=round_sparsities, sparsity_key="prune_rate", tickets=planned_rounds,
 )

@@ -82,5 +82,5 @@ def check(settings: dict) -> None:
 METHOD = Method(
     "lcm", "baseline (BPR, LightGCN): the dense ticket's user/item tables frozen and mapped to d′ = ⌈d·(1−s)⌉ "
     "by trainable linear maps (LTH-MRS §4.4)", plan, check=check, sparsities=lambda settings: [],
-    dense_reference=DENSE_TICKET,
+    dense_reference=DENSE_TICKET, dense_is_teacher=True,
 )

@@ -45,7 +45,7 @@ from recbole_lth.masking import table_axes
 from recbole_lth.methods.base import Method
 from recbole_lth.pruning import keep_top, kept_count
 from recbole_lth.settings import choice_key, number_key
-from recbole_lth.trainer import fused, invalidate_caches
+from recbole_lth.trainer import fused, invalidate_caches, tensorboard_in
 
 logger = logging.getLogger("recbole_lth")
 
@@ -289,7 +289,8 @@ class PepSearch:
         from recbole.utils import get_trainer
 
         config = self.run.config
-        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, self.model)
+        with tensorboard_in(self.run.paths.tensorboard / f"{self.run.method}_search"):
+            trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, self.model)
         trainer.optimizer = fused(trainer._build_optimizer(params=self.optimizer_groups()), config["fused_optimizer"])
         self.step_hook = trainer.optimizer.register_step_post_hook(self._after_step)
         self.record()  # a target already met by the initial thresholds is recorded at step 0
