@@ -245,3 +245,29 @@ def test_report_ticket_and_buckets_options(omp_run, tmp_path):
             total += int(cells[4]) * float(cells[5])
     assert abs(total - kept) < 1.0 * 3 * 2  # mean_kept is printed to 2 decimals
     assert cli.main(["report", str(run_dir), "--buckets", "0"]) == 2
+
+
+def test_compare_borrows_a_matching_dense_row_or_says_why_not(omp_run, tmp_path, capsys):
+    omp_dir, settings = omp_run
+    same = recbole_lth.run(model="BPR", dataset="ml-100k", method="rp",
+                           config_dict={**settings, "target_sparsities": [0.5], "run_dir": str(tmp_path / "rp")})
+    other = recbole_lth.run(model="BPR", dataset="ml-100k", method="rp",
+                            config_dict={**settings, "target_sparsities": [0.5], "learning_rate": 0.01,
+                                         "run_dir": str(tmp_path / "rp_lr")})
+    dense = _rows(omp_dir)["dense"]
+    out = tmp_path / "cmp"
+    assert cli.main(["compare", str(omp_dir), str(same.run_dir), str(other.run_dir), "--out", str(out)]) == 0
+    text = (out / "comparison.md").read_text()
+    assert f"| rp | BPR | ml-100k | rp | 1 | `dense` of {omp_dir.name} (same model, data, seed and RecBole " \
+           "settings) |" in text
+    assert "| rp_lr | BPR | ml-100k | rp | 1 | none: the closest dense row" in text
+    assert "learning_rate (0.01 vs 0.001)" in text
+    rp_row = _rows(same.run_dir)["rp_0.5"]
+    change = (rp_row["test_recall@20"] - dense["test_recall@20"]) / dense["test_recall@20"]
+    line = next(row for row in text.splitlines() if row.startswith("| rp | rp | rp_0.5 |"))
+    assert f"{100 * change:+.1f}%" in line and line.endswith(("| **yes** |", "| no |"))
+    unmatched = next(row for row in text.splitlines() if row.startswith("| rp_lr | rp | rp_0.5 |"))
+    assert unmatched.endswith("| no reference | no reference |")
+    # Alone, a run without a dense row says there is none to borrow.
+    assert cli.main(["compare", str(same.run_dir), "--out", str(tmp_path / "alone")]) == 0
+    assert "none: no dense row here or in another given run" in (tmp_path / "alone" / "comparison.md").read_text()
