@@ -158,12 +158,35 @@ class Run:
 
     def dense(self) -> Ticket:
         """The run's dense ticket (trained once): the sparsity-0 row, the
-        rewind source and the default teacher of every method."""
-        return self.ticket(
-            paths.DENSE_TICKET, round_idx=0, target_sparsity=0.0, masks=self.full_masks(),
-            start_state=self.init_state(), capture_rewind=bool(self.settings.get("rewind_epoch")),
-            method=paths.DENSE_TICKET,
-        )
+        rewind source and the default teacher of every method.  With
+        ``dense_weight_decays`` it is the best on validation of one dense
+        ticket per value (each its own row)."""
+        grid = self.settings.get("dense_weight_decays")
+        if not grid:
+            return self.ticket(
+                paths.DENSE_TICKET, round_idx=0, target_sparsity=0.0, masks=self.full_masks(),
+                start_state=self.init_state(), capture_rewind=bool(self.settings.get("rewind_epoch")),
+                method=paths.DENSE_TICKET,
+            )
+        candidates = [
+            self.ticket(paths.dense_candidate(wd), round_idx=0, target_sparsity=0.0, masks=self.full_masks(),
+                        start_state=self.init_state(), method=paths.DENSE_TICKET, weight_decay=wd)
+            for wd in grid
+        ]
+        chosen = self.stored(paths.DENSE_TICKET)
+        created = chosen is None
+        if created:
+            metric = f"valid_{str(self.config['valid_metric']).lower()}"
+            sign = 1 if self.config["valid_metric_bigger"] is not False else -1
+            best = max(candidates, key=lambda t: sign * t.row.get(metric, float("-inf")))  # ties: the first
+            row = {**best.row, "ticket": paths.DENSE_TICKET,
+                   "note": f"best on {metric} of dense_weight_decays {list(grid)}: weight_decay "
+                           f"{best.row['weight_decay']:g} ({best.key})"}
+            chosen = Ticket(paths.DENSE_TICKET, row, best.state_dict, best.masks)
+            self._store(chosen)
+            logger.info(f"dense ticket: {row['note']}")
+        self.add_row(chosen.row, created)
+        return chosen
 
     # ------------------------------------------------------------ tickets
     def stored(self, key: str) -> Ticket | None:
@@ -193,24 +216,34 @@ class Run:
         note: str = "",
         hooks: tuple = (),
         method: str | None = None,
+        weight_decay: float | None = None,
     ) -> Ticket:
         """Train (or load, if finished) the ticket ``key``; ``method`` labels
-        its row (default: the run's method; the shared dense ticket: dense)."""
+        its row (default: the run's method; the shared dense ticket: dense);
+        ``weight_decay`` replaces RecBole's for this ticket only."""
         ticket = self.stored(key)
         trained = ticket is None
         if ticket is not None:
             logger.info(f"ticket {key}: already finished in {self.paths.tickets / key}, skipped")
         else:
             self.refuse_empty(key, masks)
-            ticket = self._train(
-                key, round_idx, target_sparsity, masks, start_state, start_epoch, capture_rewind, note,
-                list(self.ticket_hooks) + list(hooks), method or self.method,
-            )
-            checkpoint.save(self.paths.ticket_weights(key), state_dict=ticket.state_dict, masks=ticket.masks,
-                            meta={"key": key, "model": self.config["model"], "dataset": self.config["dataset"]})
-            paths.write_json(self.paths.ticket_result(key), ticket.row)
+            with builder.overridden(self.config, weight_decay=weight_decay):
+                ticket = self._train(
+                    key, round_idx, target_sparsity, masks, start_state, start_epoch, capture_rewind, note,
+                    list(self.ticket_hooks) + list(hooks), method or self.method,
+                )
+            if weight_decay is not None:  # a column before the note
+                note_text = ticket.row.pop("note", "")
+                ticket.row.update(weight_decay=float(weight_decay), note=note_text)
+            self._store(ticket)
         self.add_row(ticket.row, trained)
         return ticket
+
+    def _store(self, ticket: Ticket) -> None:
+        """Weights first, the row last: the row marks the ticket finished."""
+        checkpoint.save(self.paths.ticket_weights(ticket.key), state_dict=ticket.state_dict, masks=ticket.masks,
+                        meta={"key": ticket.key, "model": self.config["model"], "dataset": self.config["dataset"]})
+        paths.write_json(self.paths.ticket_result(ticket.key), ticket.row)
 
     def refuse_empty(self, key: str, masks: dict) -> None:
         """A mask that leaves a table with no active weight trains nothing

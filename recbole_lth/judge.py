@@ -73,6 +73,8 @@ def is_winning(row: dict, dense: dict | None, metric: str | None) -> bool | None
 def verdict_cell(row: dict, dense: dict | None, metric: str | None) -> str:
     if row is dense:
         return "(reference)"
+    if row.get("method") == DENSE_TICKET:  # a dense_weight_decays candidate
+        return "(dense candidate)"
     if is_empty(row):
         return "empty (no weight left)"
     win = is_winning(row, dense, metric)

@@ -42,6 +42,11 @@ def target_ticket(method: str, target: float) -> str:
     return f"{method}_{float(target)!r}"
 
 
+def dense_candidate(weight_decay: float) -> str:
+    """A dense ticket trained at one value of ``dense_weight_decays``."""
+    return f"{DENSE_TICKET}_wd_{float(weight_decay)!r}"
+
+
 class RunPaths:
     """The files of one run directory."""
 

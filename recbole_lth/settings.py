@@ -175,6 +175,11 @@ COMMON_KEYS = (
                                  and len({float(v) for v in x}) == len(x))),
     Key("rewind_epoch", "0: rewind survivors to the initial weights; k: to the weights after epoch k",
         "a whole number in [0, epochs)", lambda x: is_whole(x) and x >= 0),
+    Key("dense_weight_decays", "train the dense ticket at each of these weight_decay values; the best on "
+        "validation is the dense reference, rewind source and teacher (null: one dense ticket at weight_decay)",
+        "null or a non-empty list of distinct numbers >= 0",
+        lambda x: x is None or (isinstance(x, list) and bool(x) and all(is_number(v) and v >= 0 for v in x)
+                                and len({float(v) for v in x}) == len(x))),
     number_key("eval_memory_mb", "memory budget (MB) of a full-sort evaluation batch's scores; RecBole's "
                "eval_batch_size, when set, wins", 0, low_open=True),
     bool_key("progress", "a ticket-level progress bar and one line per finished ticket on the console (RecBole's "
@@ -248,6 +253,9 @@ def check_common(settings: dict) -> None:
     rewind = settings.get("rewind_epoch", 0)
     if rewind >= epochs:
         raise ConfigError("rewind_epoch", rewind, f"a whole number in [0, epochs) = [0, {epochs})")
+    if rewind and settings.get("dense_weight_decays"):
+        raise ConfigError("rewind_epoch", rewind, "0 with dense_weight_decays (late rewinding would need the "
+                          "state of a dense ticket not chosen yet)")
 
 
 # ------------------------------------------------------------------ layers

@@ -2,6 +2,7 @@
 import csv
 
 import pytest
+import torch
 
 from recbole_lth import api
 from recbole_lth.errors import ConfigError
@@ -54,3 +55,35 @@ def test_target_sparsities_imp_needs_a_pruned_round():
     assert views["omp"]["target_sparsities"] == [0.2, 0.36, 0.488]
     with pytest.raises(ConfigError, match="target_sparsities"):
         api.settings_for("BPR", "ml-100k", "omp", config_dict={"target_sparsities": "imp", "rounds": 0})
+
+
+def test_dense_weight_decays_make_the_best_on_validation_the_reference(quick_run, trained_keys):
+    from recbole_lth import checkpoint
+
+    result = quick_run("BPR", "omp", epochs=2, target_sparsities=[0.5], dense_weight_decays=[0, 0.5])
+    rows = {r["ticket"]: r for r in csv.DictReader(open(result.results_csv))}
+    assert list(rows) == ["dense_wd_0.0", "dense_wd_0.5", "dense", "omp_0.5"]
+    assert trained_keys == ["dense_wd_0.0", "dense_wd_0.5", "omp_0.5"]  # the reference is not trained again
+    assert [float(rows[k]["weight_decay"]) for k in ("dense_wd_0.0", "dense_wd_0.5")] == [0, 0.5]
+    best = max(("dense_wd_0.0", "dense_wd_0.5"), key=lambda k: float(rows[k]["valid_recall@20"]))
+    assert rows["dense"]["valid_recall@20"] == rows[best]["valid_recall@20"]
+    assert rows["dense"]["test_recall@20"] == rows[best]["test_recall@20"] and best in rows["dense"]["note"]
+    weights = [checkpoint.load(result.run_dir / "tickets" / k / "ticket.pt")["state_dict"] for k in ("dense", best)]
+    assert all(torch.equal(weights[0][n], weights[1][n]) for n in weights[0])
+    # The candidates decide nothing else: a heavily decayed dense model is a different model.
+    other = "dense_wd_0.5" if best == "dense_wd_0.0" else "dense_wd_0.0"
+    assert rows[other]["valid_recall@20"] != rows[best]["valid_recall@20"]
+    report = (result.run_dir / "report.md").read_text()
+    assert report.count("(dense candidate)") == 2 and "Dense reference: ticket `dense`" in report
+    # omp prunes the chosen dense model: the ticket row's sparsity is exact and it was judged.
+    assert float(rows["omp_0.5"]["sparsity"]) == pytest.approx(0.5, abs=1e-4)
+
+
+def test_dense_weight_decays_are_checked():
+    for bad in ([], [0, 0.0], [-1], "0.1"):
+        with pytest.raises(ConfigError) as err:
+            api.settings_for("BPR", "ml-100k", "omp", config_dict={"dense_weight_decays": bad})
+        assert err.value.key == "dense_weight_decays"
+    with pytest.raises(ConfigError) as err:
+        api.settings_for("BPR", "ml-100k", "imp", config_dict={"dense_weight_decays": [0, 1e-4], "rewind_epoch": 1})
+    assert err.value.key == "rewind_epoch"

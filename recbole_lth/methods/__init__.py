@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from recbole_lth import distill, pruning, settings
 from recbole_lth.errors import ConfigError
-from recbole_lth.methods import dense, dsl, imp, lcm, omp, pep, rp, small_dense, snip
+from recbole_lth.methods import dense, dsl, eb, imp, lcm, omp, pep, rp, small_dense, snip
 from recbole_lth.methods.base import Method
 
 _DECLARED = [
     dense.METHOD,
     imp.IMP,
     imp.WR,
+    eb.METHOD,
     omp.METHOD,
     rp.METHOD,
     dsl.METHOD,
@@ -100,6 +101,8 @@ def check_counts(view: dict, numels: dict[str, int]) -> None:
 
 def planned_tickets(views: dict[str, dict]) -> int:
     """How many rows a run will write: each method's tickets, and the shared
-    dense ticket once if any method trains it."""
+    dense ticket once if any method trains it (with its weight-decay
+    candidates, if any)."""
     dense = any(get(name).trains_dense(view) for name, view in views.items())
-    return int(dense) + sum(get(name).tickets(view) for name, view in views.items())
+    grid = next(iter(views.values()), {}).get("dense_weight_decays") or []
+    return int(dense) * (1 + len(grid)) + sum(get(name).tickets(view) for name, view in views.items())

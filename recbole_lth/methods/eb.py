@@ -1,0 +1,184 @@
+"""EB: early-bird lottery tickets, IMP's search at a fraction of its cost.
+
+IMP trains every round to convergence only to rank the survivors by |w|.
+You et al. (ICLR 2020, "Drawing early-bird tickets") observed that this
+ranking settles long before training ends.  The search here is IMP's loop
+with each round cut short when it has:
+
+1. *Search.*  Round r trains the current mask from the saved initial weights
+   (same seed, same data order, no validation) and after every epoch computes
+   the mask the round's prune would give (the next sparsity on IMP's grid,
+   1-(1-p)^r).  The round stops once that mask has changed, between
+   consecutive epochs, by less than ``eb_epsilon`` of the weights it prunes,
+   ``eb_window`` epochs running (or after ``eb_max_epochs``, at most
+   ``epochs``); its weights
+   are then pruned as IMP prunes them (never reviving one).  Every target of
+   ``target_sparsities`` gets the mask pruned to it exactly from the round
+   whose grid interval holds it.
+2. *Tickets.*  Each target's mask is rewound to the initial weights and
+   trained by ``Run.ticket`` like any other: early stopping and model
+   selection on validation, test once.
+
+The masks and the search's costs are saved once (``search/eb.pt``,
+``search/eb.json``), so a re-run resumes without searching again.
+"""
+from __future__ import annotations
+
+import logging
+from time import perf_counter
+
+import torch
+
+from recbole_lth import builder, checkpoint, paths, pruning
+from recbole_lth.engine import TicketHook
+from recbole_lth.errors import TrainingDiverged
+from recbole_lth.masking import ParameterMask
+from recbole_lth.methods.base import Method
+from recbole_lth.settings import number_key
+from recbole_lth.trainer import invalidate_caches, sparse_trainer
+
+logger = logging.getLogger("recbole_lth")
+
+
+def grid(prune_rate: float, targets: list[float]) -> list[float]:
+    """The search's sparsities: IMP's rounds until the first at or above the
+    largest target (a target that is a grid point is reached exactly)."""
+    points, r = [], 1
+    while not points or points[-1] < max(targets) - 1e-9:
+        points.append(pruning.imp_sparsity(prune_rate, r))
+        r += 1
+    return points
+
+
+def mask_change(previous: dict, current: dict, survivors: dict) -> torch.Tensor:
+    """The fraction of the round's pruned weights that differ between two
+    candidate masks (both prune the same count from ``survivors``); a
+    0-dim tensor on the masks' device."""
+    changed = sum((previous[n] != current[n]).sum() for n in current)
+    pruned = sum((survivors[n] & ~current[n]).sum() for n in current)
+    return changed / (2 * pruned.clamp(min=1))
+
+
+class EarlyBirdSearch:
+    def __init__(self, run, targets: list[float]):
+        self.run, self.targets = run, sorted(targets)
+        settings = run.settings
+        self.epsilon, self.window = settings["eb_epsilon"], int(settings["eb_window"])
+        self.max_epochs = int(min(settings["eb_max_epochs"], run.config["epochs"]))
+        self.points = grid(settings["prune_rate"], self.targets)
+
+    def candidate(self, masks: dict, sparsity: float) -> dict:
+        weights = {n: p.detach() for n, p in self.run.prunable.items()}
+        return pruning.magnitude_prune(weights, masks, sparsity, self.run.scope)
+
+    def round(self, r: int, masks: dict) -> tuple[int, list[float]]:
+        """Train round ``r`` (mask ``masks``) until its prune settles; returns
+        the epochs trained and the change after each epoch."""
+        run, config = self.run, self.run.config
+        builder.seed(config)
+        run.train_data.generator.manual_seed(config["seed"])
+        run.model.load_state_dict(run.init_state())
+        mask = ParameterMask(run.prunable, masks)
+        invalidate_caches(run.model)
+        trainer = sparse_trainer(config, run.model, mask, (), run.paths.tensorboard / f"{run.method}_search")
+        changes, previous = [], None
+        try:
+            for epoch in range(self.max_epochs):
+                trainer._train_epoch(run.train_data, epoch, show_progress=bool(config["show_progress"]))
+                current = self.candidate(masks, self.points[r])
+                if previous is not None:
+                    changes.append(float(mask_change(previous, current, masks)))  # one sync per epoch
+                previous = current
+                if len(changes) >= self.window and max(changes[-self.window:]) < self.epsilon:
+                    break
+        except ValueError as err:
+            if "nan" not in str(err).lower():
+                raise
+            raise TrainingDiverged(
+                f"eb's search: the training loss became NaN in round {r} (no ticket of this method was trained; "
+                f"finished tickets are kept in {run.run_dir}); try a smaller learning_rate (now "
+                f"{config['learning_rate']})"
+            ) from err
+        finally:
+            trainer.close()
+        mask.apply()
+        return epoch + 1, changes
+
+    def fit(self) -> dict:
+        run = self.run
+        started = perf_counter()
+        masks = {n: m.to(run.device) for n, m in run.full_masks().items()}
+        found, rounds, low = {}, [], 0.0
+        for r, point in enumerate(self.points):
+            epochs, changes = self.round(r, masks)
+            for t, target in enumerate(self.targets):
+                if low < target <= point + 1e-9:
+                    found[t] = self.candidate(masks, target)
+            masks = self.candidate(masks, point)
+            rounds.append({"round": r, "sparsity_trained": round(low, 6), "prunes_to": round(point, 6),
+                           "epochs": epochs, "mask_change": [round(c, 4) for c in changes],
+                           "seconds": round(perf_counter() - started, 3)})
+            logger.info(f"eb: round {r} at sparsity {low:.4f}: {epochs} epochs, mask change {rounds[-1]['mask_change']}")
+            low = point
+        meta = {
+            "targets": [{"target_sparsity": t, "search_rounds": next(r for r, p in enumerate(self.points)
+                                                                     if t <= p + 1e-9) + 1}
+                        for t in self.targets],
+            "rounds": rounds,
+            "search_epochs": sum(r["epochs"] for r in rounds),
+            "search_seconds": round(perf_counter() - started, 3),
+            "epsilon": self.epsilon, "window": self.window,
+        }
+        stored = {f"{t}/{n}": m.cpu() for t, masks_t in found.items() for n, m in masks_t.items()}
+        return {"masks": stored, "meta": meta}
+
+
+def search_masks(run, targets) -> tuple[dict, dict]:
+    path = run.paths.search_state(run.method)
+    if path.exists():
+        logger.info(f"eb: search already done, loaded from {path}")
+        stored = checkpoint.load(path)
+        return stored["masks"], stored["meta"]
+    result = EarlyBirdSearch(run, targets).fit()
+    checkpoint.save(path, masks=result["masks"], meta=result["meta"])
+    paths.write_json(run.paths.search_summary(run.method), result["meta"])
+    logger.info(f"eb: search done in {result['meta']['search_seconds']} s, {result['meta']['search_epochs']} epochs")
+    return result["masks"], result["meta"]
+
+
+class EbRowFields(TicketHook):
+    """The search's cost, on every ticket's row (the search is shared)."""
+
+    def __init__(self, entry: dict, meta: dict):
+        self.fields = {"search_rounds": entry["search_rounds"], "search_epochs": meta["search_epochs"],
+                       "search_seconds": meta["search_seconds"]}
+
+    def row_fields(self) -> dict:
+        return dict(self.fields)
+
+
+def plan(run) -> None:
+    if run.settings["rewind_epoch"]:
+        logger.warning("eb rewinds its search rounds and tickets to the initial weights; rewind_epoch is ignored")
+    targets = sorted(run.settings["target_sparsities"])
+    masks, meta = search_masks(run, targets)
+    for t, entry in enumerate(meta["targets"]):
+        target = entry["target_sparsity"]
+        run.ticket(
+            paths.target_ticket(run.method, target), round_idx=t + 1, target_sparsity=target,
+            masks={n: masks[f"{t}/{n}"].to(run.device) for n in run.prunable}, start_state=run.init_state(),
+            hooks=(EbRowFields(entry, meta),),
+        )
+
+
+KEYS = (
+    number_key("eb_epsilon", "a search round stops when its prune's mask changes, epoch to epoch, by less than "
+               "this fraction of the weights it prunes (You et al.: 0.1)", 0, 1, low_open=True),
+    number_key("eb_window", "... for this many consecutive epochs", 1, whole=True),
+    number_key("eb_max_epochs", "the most epochs a search round trains", 1, whole=True),
+)
+
+METHOD = Method(
+    "eb", "early-bird lottery tickets: IMP's prune-rewind rounds, each cut short when its mask stops changing "
+    "(You et al., ICLR 2020); each target's mask is rewound and trained once", plan, keys=KEYS,
+)
