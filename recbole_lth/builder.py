@@ -164,21 +164,6 @@ def plain_config(config) -> str:
     return yaml.safe_dump(plain, sort_keys=True)
 
 
-@contextmanager
-def overridden(config, **values):
-    """RecBole's ``config`` with ``values`` (those not None) in place while
-    the block runs, e.g. one ticket's ``weight_decay``."""
-    values = {k: v for k, v in values.items() if v is not None}
-    saved = {k: config[k] for k in values}
-    for k, v in values.items():
-        config[k] = v
-    try:
-        yield config
-    finally:
-        for k, v in saved.items():
-            config[k] = v
-
-
 def seed(config) -> None:
     from recbole.utils import init_seed
 

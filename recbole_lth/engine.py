@@ -227,7 +227,8 @@ class Run:
             logger.info(f"ticket {key}: already finished in {self.paths.tickets / key}, skipped")
         else:
             self.refuse_empty(key, masks)
-            with builder.overridden(self.config, weight_decay=weight_decay):
+            override = {} if weight_decay is None else {"weight_decay": weight_decay}
+            with builder.config_values(self.config, override):
                 ticket = self._train(
                     key, round_idx, target_sparsity, masks, start_state, start_epoch, capture_rewind, note,
                     list(self.ticket_hooks) + list(hooks), method or self.method,

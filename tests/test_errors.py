@@ -7,7 +7,7 @@ from recbole_lth.cli import main
 @pytest.mark.parametrize(
     "args, key, allowed",
     [
-        (["--method=lottery"], "method", "dense, imp, wr, omp, rp, dsl, pep, snip"),
+        (["--method=lottery"], "method", "dense, imp, wr, eb, omp, rp, dsl, pep, snip"),
         (["--model=SASRec"], "model", "BPR, LightGCN, NeuMF, MultiVAE, CDAE"),
         (["--dataset=nope", "--data_path=."], "dataset", "nothing is downloaded"),
         (["--target_sparsity=1.0"], "target_sparsity", "[0, 1)"),
