@@ -28,3 +28,14 @@ class TrainingDiverged(RuntimeError):
 class RunDamaged(RuntimeError):
     """A file of a finished part of the run cannot be read; the message names it
     and says how to recover.  Every other finished ticket is kept."""
+
+
+def raise_if_search_diverged(err: ValueError, search: str, when: str, run_dir, hints: str) -> None:
+    """A method's search (no ticket of its own yet) hit RecBole's NaN-loss
+    ``ValueError``: one message naming where and what to lower.  Any other
+    ``ValueError`` is left to the caller to re-raise."""
+    if "nan" in str(err).lower():
+        raise TrainingDiverged(
+            f"{search}: the training loss became NaN in {when} (no ticket of this method was trained; finished "
+            f"tickets are kept in {run_dir}); try a smaller {hints}"
+        ) from err

@@ -31,7 +31,7 @@ import torch
 
 from recbole_lth import builder, checkpoint, paths, pruning
 from recbole_lth.engine import TicketHook
-from recbole_lth.errors import TrainingDiverged
+from recbole_lth.errors import raise_if_search_diverged
 from recbole_lth.masking import ParameterMask
 from recbole_lth.methods.base import Method
 from recbole_lth.settings import number_key
@@ -92,13 +92,9 @@ class EarlyBirdSearch:
                 if len(changes) >= self.window and max(changes[-self.window:]) < self.epsilon:
                     break
         except ValueError as err:
-            if "nan" not in str(err).lower():
-                raise
-            raise TrainingDiverged(
-                f"eb's search: the training loss became NaN in round {r} (no ticket of this method was trained; "
-                f"finished tickets are kept in {run.run_dir}); try a smaller learning_rate (now "
-                f"{config['learning_rate']})"
-            ) from err
+            raise_if_search_diverged(err, "eb's search", f"round {r}", run.run_dir,
+                                     f"learning_rate (now {config['learning_rate']})")
+            raise
         finally:
             trainer.close()
         mask.apply()

@@ -40,7 +40,7 @@ from torch.nn.utils import parametrize
 
 from recbole_lth import builder, checkpoint, paths
 from recbole_lth.engine import TicketHook
-from recbole_lth.errors import TrainingDiverged
+from recbole_lth.errors import raise_if_search_diverged
 from recbole_lth.masking import table_axes
 from recbole_lth.methods.base import Method
 from recbole_lth.pruning import keep_top, kept_count
@@ -309,13 +309,11 @@ class PepSearch:
         except _StopSearch:
             stopped_early = True
         except ValueError as err:
-            if "nan" not in str(err).lower():
-                raise
-            raise TrainingDiverged(
-                f"pep's threshold search: the training loss became NaN in epoch {self.step // self.steps_per_epoch} "
-                f"(no ticket of this method was trained; finished tickets are kept in {run.run_dir}); try a smaller "
-                f"learning_rate (now {config['learning_rate']}) or pep_lr (now {run.settings.get('pep_lr')})"
-            ) from err
+            raise_if_search_diverged(
+                err, "pep's threshold search", f"epoch {self.step // self.steps_per_epoch}", run.run_dir,
+                f"learning_rate (now {config['learning_rate']}) or pep_lr (now {run.settings.get('pep_lr')})",
+            )
+            raise
         finally:
             self.step_hook.remove()
             writer = getattr(trainer, "tensorboard", None)
