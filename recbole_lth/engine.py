@@ -188,6 +188,21 @@ class Run:
         self.add_row(chosen.row, created)
         return chosen
 
+    def searched(self, search: Callable[[], dict]) -> tuple[dict, dict]:
+        """A method's search result (``masks``, ``meta``), saved once in
+        ``search/<method>.pt`` (+ ``.json``); a re-run loads it instead of
+        calling ``search()`` again."""
+        path = self.paths.search_state(self.method)
+        if path.exists():
+            logger.info(f"{self.method}: search already done, loaded from {path}")
+            stored = checkpoint.load(path)
+            return stored["masks"], stored["meta"]
+        result = search()
+        checkpoint.save(path, masks=result["masks"], meta=result["meta"])
+        paths.write_json(self.paths.search_summary(self.method), result["meta"])
+        logger.info(f"{self.method}: search done: {result['meta']}")
+        return result["masks"], result["meta"]
+
     # ------------------------------------------------------------ tickets
     def stored(self, key: str) -> Ticket | None:
         """The finished ticket ``key``, or None."""

@@ -29,7 +29,7 @@ from time import perf_counter
 
 import torch
 
-from recbole_lth import builder, checkpoint, paths, pruning
+from recbole_lth import builder, paths, pruning
 from recbole_lth.engine import TicketHook
 from recbole_lth.errors import raise_if_search_diverged
 from recbole_lth.masking import ParameterMask
@@ -129,19 +129,6 @@ class EarlyBirdSearch:
         return {"masks": stored, "meta": meta}
 
 
-def search_masks(run, targets) -> tuple[dict, dict]:
-    path = run.paths.search_state(run.method)
-    if path.exists():
-        logger.info(f"eb: search already done, loaded from {path}")
-        stored = checkpoint.load(path)
-        return stored["masks"], stored["meta"]
-    result = EarlyBirdSearch(run, targets).fit()
-    checkpoint.save(path, masks=result["masks"], meta=result["meta"])
-    paths.write_json(run.paths.search_summary(run.method), result["meta"])
-    logger.info(f"eb: search done in {result['meta']['search_seconds']} s, {result['meta']['search_epochs']} epochs")
-    return result["masks"], result["meta"]
-
-
 class EbRowFields(TicketHook):
     """The search's cost, on every ticket's row (the search is shared)."""
 
@@ -157,7 +144,7 @@ def plan(run) -> None:
     if run.settings["rewind_epoch"]:
         logger.warning("eb rewinds its search rounds and tickets to the initial weights; rewind_epoch is ignored")
     targets = sorted(run.settings["target_sparsities"])
-    masks, meta = search_masks(run, targets)
+    masks, meta = run.searched(EarlyBirdSearch(run, targets).fit)
     for t, entry in enumerate(meta["targets"]):
         target = entry["target_sparsity"]
         run.ticket(

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from recbole_lth import builder, checkpoint, paths
+from recbole_lth import builder, paths
 from recbole_lth.engine import TicketHook
 from recbole_lth.errors import raise_if_search_diverged
 from recbole_lth.masking import table_axes
@@ -389,20 +389,14 @@ class PepRowFields(TicketHook):
 
 def search_masks(run, targets) -> tuple[dict, dict]:
     """The search's result, from the run directory if a previous run saved it."""
-    path = run.paths.search_state(run.method)
-    if path.exists():
-        logger.info(f"pep: search already done, loaded from {path}")
-        stored = checkpoint.load(path)
-        return stored["masks"], stored["meta"]
-    logger.info(
-        f"pep: searching thresholds ({run.settings['pep_granularity']}, init {run.settings['pep_init']}) "
-        f"for sparsities {targets}, at most {run.config['epochs']} epochs"
-    )
-    result = PepSearch(run, targets).fit()
-    checkpoint.save(path, masks=result["masks"], meta=result["meta"])
-    paths.write_json(run.paths.search_summary(run.method), result["meta"])
-    logger.info(f"pep: search done: {result['meta']}")
-    return result["masks"], result["meta"]
+    def search() -> dict:
+        logger.info(
+            f"pep: searching thresholds ({run.settings['pep_granularity']}, init {run.settings['pep_init']}) "
+            f"for sparsities {targets}, at most {run.config['epochs']} epochs"
+        )
+        return PepSearch(run, targets).fit()
+
+    return run.searched(search)
 
 
 def plan(run) -> None:
