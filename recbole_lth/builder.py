@@ -258,3 +258,26 @@ def rebuild(settings: dict, checkpoint_dir):
     config = recbole_config(settings, checkpoint_dir, state="WARNING", show_progress=False)
     _, train, _, _ = load_data(config, eval_memory(settings))
     return train.dataset, new_model(config, train.dataset)
+
+
+def skeleton_model(config, dataset):
+    """The config's RecBole model with every parameter on the meta device (no
+    storage, nothing initialised), for a loader that fills in its own
+    tensors: a compact ticket never allocates its dense tables.  Tensors a
+    model derives from the data in ``__init__`` are real: LightGCN's graph
+    (built from numpy), the autoencoders' history matrix (computed here,
+    outside the meta context, and handed to the model's builder)."""
+    from recbole.model.abstract_recommender import AutoEncoderMixin
+    from recbole.utils import get_model
+
+    cls = get_model(config["model"])
+    history = dataset.history_item_matrix() if issubclass(cls, AutoEncoderMixin) else None
+    if history is not None:
+        dataset.history_item_matrix = lambda *args, **kwargs: history
+    try:
+        with torch.device("meta"):
+            model = cls(config, dataset)
+    finally:
+        if history is not None:
+            del dataset.history_item_matrix
+    return model

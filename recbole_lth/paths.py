@@ -14,7 +14,7 @@ Layout of a run directory::
     tickets/<ticket>/ticket.pt  tickets/<ticket>/result.json
     search/<method>.pt  search/<method>.json      (a method's own search state)
     baseline_init/<ticket>.pt                     (a baseline model's initial weights)
-    exports/<ticket>.pt
+    exports/<ticket>[.fp16|.int8].pt  exports/<ticket>[.fp16|.int8].json
 """
 from __future__ import annotations
 
@@ -143,8 +143,18 @@ class RunPaths:
         """Initial weights of a baseline's own model, saved once."""
         return self.root / "baseline_init" / f"{key}.pt"
 
-    def export(self, key: str) -> Path:
-        return self.root / "exports" / f"{key}.pt"
+    def export(self, key: str, values: str = "fp32") -> Path:
+        """A compact export; fp16/int8 values get their own file."""
+        suffix = "" if values == "fp32" else f".{values}"
+        return self.root / "exports" / f"{key}{suffix}.pt"
+
+    def export_evaluation(self, key: str, values: str = "fp32") -> Path:
+        """Bytes and test metrics of a compact export, evaluated compact."""
+        return self.export(key, values).with_suffix(".json")
+
+    def export_evaluations(self) -> list[Path]:
+        folder = self.root / "exports"
+        return sorted(folder.glob("*.json")) if folder.is_dir() else []
 
 
 class TunePaths:

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from recbole_lth import builder, checkpoint, costs, paths
-from recbole_lth.export import table_export_bytes
+from recbole_lth.export import BYTE_LAYOUTS, table_export_bytes, ticket_bytes
 from recbole_lth.judge import (
     companion_metric, dense_reference, is_winning, is_zero, metric_label, relative_change, verdict_cell,
     verdict_metric,
@@ -89,6 +89,8 @@ def cost_rows(rows: list[dict], macs: list | None = None) -> list[list]:
         export_bytes = (
             table_export_bytes(total, active) if isinstance(total, int) and isinstance(active, int) else None
         )
+        if row.get("method") == "lcm" and isinstance(active, int):
+            export_bytes = 4 * active  # it deploys its projected tables, dense
         train_rel, infer_rel = row.get("macs_train_rel"), row.get("macs_infer_rel")
         if train_rel is not None or infer_rel is not None:
             source = "row"
@@ -110,6 +112,55 @@ COST_HEADERS = [
     "ticket", "method", "sparsity", "non-zero params", "dense table bytes", "export bytes", "export/dense",
     "train MACs rel", "infer MACs rel", "MACs from", "epochs to best", "wall s",
 ]
+
+
+_BYTES_TEXT = (
+    "What each ticket's model takes in memory when served compact (`recbole_lth.compact`), per layout of "
+    "its prunable tables, the model's other tensors (non-prunable parameters and buffers) counted once in "
+    "every column. *bitmap*: 1 bit per entry (rows padded to whole bytes), an int32 offset per row and the "
+    "kept values (int8: a fp16 scale and offset per row); *CSR*: a column index and a value per kept entry "
+    "and int32 row pointers; *remapped*: rows without any active entry dropped behind an int32 "
+    "`index_remapping` (−1 = a zero row). `lcm` counts what it deploys, its projected tables (dense). "
+    "The last columns: the smallest layout, its size relative to the dense model in fp32, and the rows "
+    "left without an active entry per table."
+)
+
+
+def bytes_section(run_dir: Path, rows: list[dict]) -> list[str]:
+    run_paths = paths.RunPaths(run_dir)
+    table, dense_total = [], None
+    for row in rows:
+        key = row.get("ticket")
+        if not key or not run_paths.ticket_weights(key).is_file():
+            continue
+        counted = ticket_bytes(run_dir, key)
+        layouts = counted["layouts"]
+        if is_zero(row.get("sparsity")) and dense_total is None:
+            dense_total = layouts["dense fp32"]
+        reference = dense_total or layouts["dense fp32"]
+        smallest = min((v, k) for k, v in layouts.items() if v is not None)
+        empty = "; ".join(f"{n.removesuffix('.weight')} {e}/{t}" for n, (e, t) in counted["empty_rows"].items())
+        table.append([key, row.get("sparsity")] + [layouts[k] for k in BYTE_LAYOUTS]
+                     + [smallest[1], smallest[0] / reference, empty])
+    if not table:
+        return []
+    lines = ["## Bytes of a deployed ticket", "", _BYTES_TEXT, ""]
+    lines += [md_table(["ticket", "sparsity", *BYTE_LAYOUTS, "smallest", "smallest/dense", "empty rows"], table), ""]
+    evaluations = [paths.read_json(p) for p in run_paths.export_evaluations()]
+    if evaluations:
+        lines += ["### Compact exports evaluated", "",
+                  "Exports loaded compact and evaluated on the test set through RecBole's evaluator "
+                  "(`export --evaluate`); Δ = change vs the ticket's own test metric.", ""]
+        metrics = list(dict.fromkeys(k for e in evaluations for k in e["test"]))
+        lines.append(md_table(
+            ["ticket", "values", "file bytes", "resident table bytes", "resident / dense table"]
+            + [f"{m} (Δ)" for m in metrics],
+            [[e["ticket"], e["values"], e["file_bytes"], e["resident_table_bytes"],
+              e["resident_table_bytes"] / e["dense_table_bytes"] if e.get("dense_table_bytes") else None]
+             + [f"{fmt(e['test'].get(m))} ({pct(relative_change(e['test'].get(m), e['ticket_test'].get(m)))})"
+                for m in metrics] for e in evaluations]))
+        lines.append("")
+    return lines
 
 
 # ----------------------------------------------------------------- report
@@ -242,6 +293,7 @@ def write_report(run_dir, ticket: str | None = None, buckets: int = 5, model=Non
     lines += [md_table(COST_HEADERS, cost_rows(rows, macs)), ""]
     total_seconds = sum(r["train_seconds"] for r in rows if isinstance(r.get("train_seconds"), (int, float)))
     lines += [f"Total training wall time: {total_seconds:.1f} s.", ""]
+    lines += bytes_section(run_dir, rows)
 
     return paths.write_text(run_paths.report, "\n".join(lines))
 

@@ -120,7 +120,7 @@ def tensorboard_in(directory):
         recbole_trainer.get_tensorboard = original
 
 
-_CLASSES: dict[type, type] = {}
+_CLASSES: dict = {}
 
 
 def sparse_trainer(config, model, mask: ParameterMask, epoch_callbacks=(), tensorboard_dir=None):
@@ -129,3 +129,18 @@ def sparse_trainer(config, model, mask: ParameterMask, epoch_callbacks=(), tenso
         _CLASSES[base] = type(f"Sparse{base.__name__}", (SparseTrainerMixin, base), {})
     with tensorboard_in(tensorboard_dir):
         return _CLASSES[base](config, model, mask, epoch_callbacks)
+
+
+class _EvaluationOnly:
+    def _build_optimizer(self, **kwargs):
+        return None  # a compact model has no trainable parameters (BPR: none at all)
+
+
+def evaluation_trainer(config, model, tensorboard_dir=None):
+    """RecBole's trainer for the model, for ``evaluate`` only (no optimizer)."""
+    base = get_trainer(config["MODEL_TYPE"], config["model"])
+    key = (_EvaluationOnly, base)
+    if key not in _CLASSES:
+        _CLASSES[key] = type(f"Evaluating{base.__name__}", (_EvaluationOnly, base), {})
+    with tensorboard_in(tensorboard_dir):
+        return _CLASSES[key](config, model)
