@@ -9,19 +9,21 @@ the corrected one runs.
 from __future__ import annotations
 
 import logging
+import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from recbole_lth import builder, distill, methods, paths
+from recbole_lth import builder, distill, distributed, methods, paths
 from recbole_lth.engine import Run
 from recbole_lth.errors import ConfigError
 from recbole_lth.masking import select_prunable, table_axes
 from recbole_lth.popularity import save_popularity, save_table_axes
 from recbole_lth.progress import Progress
 from recbole_lth.report import write_report_logged
+from recbole_lth.results import read_results
 from recbole_lth.settings import (
     VOLATILE_KEYS, check_common, check_model_and_dataset, check_unknown, merge_settings, run_identity, user_values,
 )
@@ -244,22 +246,46 @@ def run_log(log_path: Path):
 
 
 @contextmanager
+def _rank_directory(checked: _Checked):
+    """Rank 0 writes the run directory; another rank of a launched run works
+    in a private copy of it, taken before rank 0 writes anything, and
+    deleted at the end."""
+    if not distributed.active():
+        yield
+        return
+    distributed.barrier()  # every rank has checked everything; nothing is written yet
+    scratch = None
+    if not distributed.is_main():
+        scratch = distributed.private_copy(checked.run_paths.root)
+        checked.run_paths = paths.RunPaths(scratch)
+        logging.getLogger().setLevel(logging.ERROR)
+    distributed.barrier()
+    try:
+        yield
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch.parent, ignore_errors=True)
+
+
+@contextmanager
 def session(model=None, dataset=None, method=None, config_files=None, config_dict=None):
     """A prepared ``Run`` holding its directory's lock, with ``run.log`` open,
     for the duration."""
     checked = _check_everything(model, dataset, method, config_files, config_dict)
-    with run_lock(checked.run_paths):
+    with _rank_directory(checked), run_lock(checked.run_paths):
         run = _write(checked)
         with run_log(run.paths.log):
             for notice in checked.notices:
                 logger.warning(notice)
             logger.info(f"run directory: {run.run_dir}")
+            if distributed.active():
+                logger.info(distributed.describe())
             logger.info(
                 "prunable tensors (%s, scope %s): %s", run.settings["prune_params"], run.scope,
                 {n: tuple(p.shape) for n, p in run.prunable.items()},
             )
             progress = Progress(methods.planned_tickets(run.views), run.paths, str(run.config["valid_metric"]),
-                                enabled=bool(run.settings.get("progress", True)))
+                                enabled=bool(run.settings.get("progress", True)) and distributed.is_main())
             run.on_row = progress
             try:
                 yield run
@@ -277,6 +303,9 @@ def run(model=None, dataset=None, method=None, config_files=None, config_dict=No
         recbole_lth.run(model="BPR", dataset="ml-100k", method="imp",
                         config_dict={"epochs": 20, "rounds": 3})
     """
+    nproc = launched_processes(model, dataset, method, config_files, config_dict, hooks)
+    if nproc:
+        return _launch(nproc, model, dataset, method, config_files, config_dict)
     with session(model, dataset, method, config_files, config_dict) as prepared:
         for name in prepared.views:  # one method, or a study's methods in the order given
             view = prepared.for_method(name)
@@ -284,5 +313,37 @@ def run(model=None, dataset=None, method=None, config_files=None, config_dict=No
             distill.install(view)  # kd_weight > 0: distil every sparse ticket of this method
             methods.get(name).plan(view)
         logger.info(f"results: {prepared.paths.results}")
-        write_report_logged(prepared.run_dir, prepared.model)  # a failure is a warning; results are on disk
+        if distributed.is_main():
+            write_report_logged(prepared.run_dir, prepared.model)  # a failure is a warning; results are on disk
         return RunResult(prepared.run_dir, prepared.rows)
+
+
+def launched_processes(model, dataset, method, config_files, config_dict, hooks=()) -> int | None:
+    """``nproc`` when this call should launch that many processes (RecBole's
+    key, from the command line, a yaml file or ``config_dict``); None when it
+    runs here (no ``nproc``, or this process is already one rank of a launch)."""
+    if distributed.active():
+        return None
+    settings, _ = settings_for(model, dataset, method, config_files, config_dict)
+    nproc = settings.get("nproc")
+    if nproc is None:
+        return None
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise ConfigError("nproc", nproc, "a whole number >= 1 (processes of one distributed search)")
+    if hooks:
+        raise ConfigError("nproc", nproc, "nothing: tune runs its trials in one process")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() and settings.get("use_gpu", True) else 0
+    if gpus and nproc > gpus:
+        raise ConfigError("nproc", nproc, f"at most {gpus}, one process per GPU")
+    return nproc
+
+
+def _rank_main(model, dataset, method, config_files, config_dict) -> None:
+    run(model, dataset, method, config_files, config_dict)
+
+
+def _launch(nproc, model, dataset, method, config_files, config_dict) -> RunResult:
+    settings, _ = settings_for(model, dataset, method, config_files, config_dict)
+    distributed.launch(nproc, _rank_main, (model, dataset, method, config_files, config_dict))
+    run_dir = Path(settings.get("run_dir") or default_run_dir(settings))
+    return RunResult(run_dir, read_results(run_dir))

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import torch
 import yaml
 
+from recbole_lth import distributed
 from recbole_lth.errors import ConfigError
 
 
@@ -147,6 +148,7 @@ def recbole_config(settings: dict, checkpoint_dir, **overrides):
 
     values = {k: v for k, v in settings.items() if k not in _NOT_FOR_RECBOLE}
     values.setdefault("checkpoint_dir", str(checkpoint_dir))
+    values.update(distributed.recbole_keys())  # this process's rank, in a launched run
     values.update(overrides)
     with argv_isolated():
         return Config(model=settings["model"], dataset=settings["dataset"], config_dict=values)

@@ -11,7 +11,7 @@ import sys
 
 from recbole_lth import commands
 from recbole_lth.api import run
-from recbole_lth.errors import ConfigError, RunDamaged, TrainingDiverged
+from recbole_lth.errors import ConfigError, RankFailed, RunDamaged, TrainingDiverged
 from recbole_lth.helptext import help_text, version_text
 from recbole_lth.settings import parse_value
 from recbole_lth.tune import tune
@@ -75,5 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainingDiverged, RunDamaged) as err:  # a failed run: its finished tickets are kept
         print(f"recbole_lth: {err}", file=sys.stderr)
         return 1
+    except RankFailed as err:  # a process of a --nproc run: its one line and exit code
+        print(f"recbole_lth: {err}", file=sys.stderr)
+        return err.exit_code
     print(f"results: {result.results_csv}")
     return 0

@@ -154,14 +154,15 @@ class CompactTable(nn.Module):
     def rows(self, index: torch.Tensor) -> torch.Tensor:
         """Rows ``index`` (any shape) as fp32 ``[*index.shape, d]``; pruned
         entries and remapped-away rows are exact zeros.  Looked up
-        :attr:`chunk_rows` at a time, so the transients of a large lookup stay
-        those of one chunk."""
+        ``CHUNK_ENTRIES // d`` rows at a time, so the transients of a large
+        lookup stay those of one block."""
         flat = index.reshape(-1)
-        if flat.numel() <= self.chunk_rows:
+        block = max(1, CHUNK_ENTRIES // max(1, self.shape[1]))
+        if flat.numel() <= block:
             return self._lookup(flat).view(*index.shape, self.shape[1])
         out = torch.empty(flat.numel(), self.shape[1], device=self.bitmap.device)
-        for start in range(0, flat.numel(), self.chunk_rows):
-            out[start:start + self.chunk_rows] = self._lookup(flat[start:start + self.chunk_rows])
+        for start in range(0, flat.numel(), block):
+            out[start:start + block] = self._lookup(flat[start:start + block])
         return out.view(*index.shape, self.shape[1])
 
     def _lookup(self, flat: torch.Tensor) -> torch.Tensor:

@@ -57,6 +57,17 @@ break, is idempotent, and does nothing where the installed version is fine.
    ``inplace=`` deprecation (RecBole's dataset) and numpy 2's
    ``__array_wrap__`` deprecation (RecBole's sparse matrices).
 
+7. RecBole 1.2.1's distributed path (a ``Config`` with ``local_rank``)
+   hard-codes the NCCL backend and a CUDA device in ``Config._init_device``,
+   and calls ``init_process_group`` on every ``Config`` it builds; its
+   trainer passes ``device_ids=[local_rank]`` to ``DistributedDataParallel``,
+   which torch refuses for a CPU module.  So that path cannot run, or be
+   tested, without GPUs.  We let ``_init_device`` pick gloo and the CPU when
+   no CUDA device is used (NCCL and ``cuda:local_rank`` otherwise, as RecBole
+   does), create the process group only once per process, and build the
+   trainer's DDP wrapper without ``device_ids`` for a CPU model.  A
+   ``Config`` without ``local_rank`` takes RecBole's own path unchanged.
+
 ``apply()`` is called on ``import recbole_lth``; it never imports
 ``recbole.quick_start`` (which drags in ray).
 """
@@ -295,6 +306,65 @@ def silence_known_warnings() -> bool:
     return True
 
 
+def _distributed_init_device(original):
+    @functools.wraps(original)
+    def _init_device(self):
+        values = self.final_config_dict
+        if "local_rank" not in values:
+            return original(self)
+        import os
+
+        import torch
+        import torch.distributed as dist
+
+        gpu_id = values["gpu_id"]
+        gpu_id = ",".join(map(str, gpu_id)) if isinstance(gpu_id, tuple) else str(gpu_id)
+        values["gpu_id"] = gpu_id
+        use_cuda = bool(gpu_id) and values.get("use_gpu", True) is not False and torch.cuda.is_available()
+        if use_cuda:
+            os.environ["CUDA_VISIBLE_DEVICES"] = gpu_id
+        if not dist.is_initialized():
+            dist.init_process_group(
+                backend="nccl" if use_cuda else "gloo", rank=values["local_rank"] + values["offset"],
+                world_size=values["world_size"], init_method=f"tcp://{values['ip']}:{values['port']}",
+            )
+        if use_cuda:
+            values["device"] = torch.device("cuda", values["local_rank"])
+            torch.cuda.set_device(values["device"])
+        else:
+            values["device"] = torch.device("cpu")
+        values["single_spec"] = False
+        if values["local_rank"] != 0:
+            values["state"] = "error"
+            values["show_progress"] = False
+            values["verbose"] = False
+
+    _init_device.recbole_lth_patched = True
+    return _init_device
+
+
+def _ddp_for_the_device(module, device_ids=None, **kwargs):
+    from torch.nn.parallel import DistributedDataParallel
+
+    parameter = next(module.parameters(), None)
+    if parameter is not None and parameter.device.type != "cuda":
+        device_ids = None  # a CPU module: torch refuses device ids
+    return DistributedDataParallel(module, device_ids=device_ids, **kwargs)
+
+
+def patch_distributed_device() -> bool:
+    """(7) RecBole's distributed path on the CPU (gloo) as well as on GPUs (NCCL)."""
+    from recbole.config import configurator
+    import recbole.trainer.trainer as recbole_trainer
+
+    config_class = configurator.Config
+    if getattr(config_class._init_device, "recbole_lth_patched", False):
+        return False
+    config_class._init_device = _distributed_init_device(config_class._init_device)
+    recbole_trainer.DistributedDataParallel = _ddp_for_the_device
+    return True
+
+
 def apply() -> dict[str, bool]:
     """Apply every patch once; returns which ones changed something now."""
     if _APPLIED:
@@ -305,4 +375,5 @@ def apply() -> dict[str, bool]:
     _APPLIED["pandas_fillna"] = patch_pandas_fillna()
     _APPLIED["recbole_checkpoints"] = allow_recbole_checkpoints()
     _APPLIED["known_warnings"] = silence_known_warnings()
+    _APPLIED["distributed_device"] = patch_distributed_device()
     return dict(_APPLIED)

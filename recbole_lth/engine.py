@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from recbole_lth import builder, checkpoint, paths
+from recbole_lth import builder, checkpoint, distributed, paths
 from recbole_lth.errors import ConfigError, RunDamaged, TrainingDiverged
 from recbole_lth.masking import ParameterMask, full_masks
 from recbole_lth.results import plain, write_results
@@ -251,6 +251,9 @@ class Run:
             if weight_decay is not None:  # a column before the note
                 note_text = ticket.row.pop("note", "")
                 ticket.row.update(weight_decay=float(weight_decay), note=note_text)
+            if distributed.active():  # every rank trained this ticket: the same masks, or the run stops
+                distributed.check_identical(ticket.masks, f"ticket {key}")
+                ticket.row["ranks"] = distributed.world_size()
             self._store(ticket)
         self.add_row(ticket.row, trained)
         return ticket

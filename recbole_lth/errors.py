@@ -5,6 +5,8 @@ from __future__ import annotations
 class ConfigError(ValueError):
     """Bad input, raised before any training starts."""
 
+    exit_code = 2
+
     def __init__(self, key: str, value, allowed: str):
         self.key, self.value, self.allowed = key, value, allowed
         super().__init__(f"invalid {key}={value!r}: allowed values are {allowed}")
@@ -24,10 +26,24 @@ class UnknownKey(ConfigError):
 class TrainingDiverged(RuntimeError):
     """The loss became NaN; finished tickets stay in the run directory."""
 
+    exit_code = 1
+
 
 class RunDamaged(RuntimeError):
     """A file of a finished part of the run cannot be read; the message names it
     and says how to recover.  Every other finished ticket is kept."""
+
+    exit_code = 1
+
+
+class RankFailed(RuntimeError):
+    """A process of a launched run (``--nproc``) failed; the others were
+    stopped.  ``exit_code``: the failing rank's (2 for bad input); the
+    message is that rank's one line."""
+
+    def __init__(self, exit_code: int, message: str):
+        self.exit_code = exit_code
+        super().__init__(message)
 
 
 def raise_if_search_diverged(err: ValueError, search: str, when: str, run_dir, hints: str) -> None:

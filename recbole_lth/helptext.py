@@ -20,7 +20,9 @@ Sparse embedding tables for RecBole, measured with RecBole's full-sort metrics.
 Values are parsed as yaml (--target_sparsities=[0.5,0.9] is a list); settings
 layer as in RecBole: RecBole's defaults < properties/overall.yaml <
 properties/<method>.yaml < --config_files < --key=value.  Any RecBole key of the
-model and dataset works as in run_recbole.py."""
+model and dataset works as in run_recbole.py.  --nproc=N runs the search in N
+processes through RecBole's distributed path (gloo on the CPU, NCCL on GPUs; one
+process per GPU); rank 0 writes the run directory."""
 
 
 def defaults() -> dict[str, str]:

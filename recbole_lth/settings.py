@@ -32,6 +32,8 @@ VOLATILE_KEYS = frozenset({
     "state", "show_progress", "gpu_id", "use_gpu", "worker", "run_dir",
     "output_root", "checkpoint_dir", "log_wandb", "wandb_project", "config_files",
     "data_path", "eval_batch_size", "eval_memory_mb", "progress",
+    # RecBole's distributed keys: how many processes ran it, not what it computes
+    "nproc", "world_size", "ip", "port", "offset",
 })
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from recbole_lth import builder, pruning
+from recbole_lth import builder, distributed, pruning
 from recbole_lth.methods.base import Method
 from recbole_lth.paths import target_ticket
 from recbole_lth.settings import number_key
@@ -40,7 +40,7 @@ def init_gradients(run, batches: int) -> dict:
              for n, p in run.prunable.items()}
     model.zero_grad(set_to_none=True)
     invalidate_caches(model)
-    return grads
+    return distributed.average(grads)  # each rank of a --nproc run scored its own shard of the batches
 
 
 def plan(run) -> None:
