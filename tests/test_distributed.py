@@ -68,21 +68,3 @@ def test_bad_nproc_is_one_line_and_exit_2(capsys):
     assert cli.main(["--model=BPR", "--dataset=ml-100k", "--method=imp", "--nproc=0"]) == 2
     assert "nproc" in capsys.readouterr().err
 
-
-def test_recbole_config_takes_gloo_and_the_cpu_once_per_process(tmp_path):
-    """Compatibility patch 7: RecBole's distributed Config on a machine without CUDA."""
-    from recbole.config import Config
-    import recbole.trainer.trainer as recbole_trainer
-
-    keys = {"local_rank": 0, "world_size": 1, "nproc": 1, "offset": 0, "ip": "127.0.0.1",
-            "port": distributed.free_port(), "gpu_id": "", "checkpoint_dir": str(tmp_path), "state": "ERROR"}
-    try:
-        first = Config(model="BPR", dataset="ml-100k", config_dict=keys)
-        second = Config(model="BPR", dataset="ml-100k", config_dict=keys)  # RecBole would init the group again
-        assert dist.get_backend() == "gloo" and first["device"] == torch.device("cpu")
-        assert first["single_spec"] is False and second["single_spec"] is False
-        wrapped = recbole_trainer.DistributedDataParallel(torch.nn.Linear(3, 2), device_ids=[0])
-        assert wrapped.device_ids is None  # torch refuses device ids for a CPU module
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
