@@ -38,22 +38,16 @@ from recbole_lth.popularity import table_axes
 
 FORMAT = "recbole_lth.export/2"
 FORMAT_V1 = "recbole_lth.export/1"
-_BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
 
 
 def pack_bits(mask: torch.Tensor) -> torch.Tensor:
     """Bool tensor -> uint8 bitmap of ``ceil(numel/8)`` bytes (row-major, MSB first)."""
-    flat = mask.detach().reshape(-1).to(torch.uint8)
-    pad = (-flat.numel()) % 8
-    if pad:
-        flat = torch.cat([flat, flat.new_zeros(pad)])
-    return (flat.view(-1, 8) * _BIT_WEIGHTS.to(flat.device)).sum(dim=1, dtype=torch.uint8)
+    return compact.pack_rows(mask.detach().reshape(1, -1)).reshape(-1)
 
 
 def unpack_bits(bitmap: torch.Tensor, numel: int) -> torch.Tensor:
     """Inverse of :func:`pack_bits`: a flat bool tensor of ``numel`` entries."""
-    bits = (bitmap.view(-1, 1) & _BIT_WEIGHTS.to(bitmap.device).view(1, 8)) != 0
-    return bits.reshape(-1)[:numel]
+    return compact.unpack_rows(bitmap.reshape(1, -1), numel).reshape(-1)
 
 
 def table_export_bytes(numel: int, kept: int, element_size: int = 4) -> int:
