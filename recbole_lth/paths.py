@@ -15,6 +15,7 @@ Layout of a run directory::
     search/<method>.pt  search/<method>.json      (a method's own search state)
     baseline_init/<ticket>.pt                     (a baseline model's initial weights)
     exports/<ticket>[.fp16|.int8].pt  exports/<ticket>[.fp16|.int8].json
+    claims/<ticket>.lock                          (parallel runs: the worker training it)
 """
 from __future__ import annotations
 
@@ -139,6 +140,11 @@ class RunPaths:
     def search_summary(self, method: str) -> Path:
         return self.root / "search" / f"{method}.json"
 
+    def claim(self, key: str) -> Path:
+        """Held (flock) by the worker training ``key`` (or running the search
+        ``key``) in a parallel run; a killed worker's claim is released."""
+        return self.root / "claims" / f"{key}.lock"
+
     def baseline_init(self, key: str) -> Path:
         """Initial weights of a baseline's own model, saved once."""
         return self.root / "baseline_init" / f"{key}.pt"
@@ -155,6 +161,45 @@ class RunPaths:
     def export_evaluations(self) -> list[Path]:
         folder = self.root / "exports"
         return sorted(folder.glob("*.json")) if folder.is_dir() else []
+
+
+class StudyPaths:
+    """The folder of a study over seeds (``seeds``): one ordinary run
+    directory per seed, and the statistics over them::
+
+        study.json  study.lock  seed_<seed>/  summary.csv  summary.md  summary.tex  curve.png
+    """
+
+    def __init__(self, root):
+        self.root = Path(root)
+
+    @property
+    def settings(self) -> Path:
+        """The study's settings, without ``seed`` (each seed's run holds its own)."""
+        return self.root / "study.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "study.lock"
+
+    def seed_run(self, seed: int) -> Path:
+        return self.root / f"seed_{int(seed)}"
+
+    @property
+    def summary_csv(self) -> Path:
+        return self.root / "summary.csv"
+
+    @property
+    def summary_md(self) -> Path:
+        return self.root / "summary.md"
+
+    @property
+    def summary_tex(self) -> Path:
+        return self.root / "summary.tex"
+
+    @property
+    def curve(self) -> Path:
+        return self.root / "curve.png"
 
 
 class TunePaths:
