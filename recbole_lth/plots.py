@@ -66,3 +66,30 @@ def plot_embedding_sizes(path, records: list[dict], title: str) -> Path:
         ax.set_ylabel("mean fraction of dimensions kept")
         ax.set_ylim(0, 1.05)
     return _save_figure(plt, fig, axes, title, path)
+
+
+def plot_mean_bands(path, series: list[tuple], bands: list[tuple], metric: str, title: str) -> Path:
+    """Mean over seeds vs target sparsity with a shaded ± std band: ``series`` =
+    [(label, [(target, mean, std)])], ``bands`` = [(label, mean, std)] drawn as
+    horizontal lines with their band (the dense reference); a None std draws
+    no band (one seed)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 1, figsize=(6.8, 4.6), squeeze=False)
+    ax = axes[0][0]
+    colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 8)
+    for label, points in series:
+        xs, means, stds = zip(*points)
+        spreads = [s or 0.0 for s in stds]
+        color = next(colors)
+        ax.plot(xs, means, marker="o", label=label, color=color)
+        ax.fill_between(xs, [m - s for m, s in zip(means, spreads)], [m + s for m, s in zip(means, spreads)],
+                        color=color, alpha=0.2)
+    for i, (label, mean, std) in enumerate(bands):
+        gray = ("0.35", "0.6")[i % 2]
+        ax.axhline(mean, linestyle="--", color=gray, linewidth=1.2, label=label)
+        if std:
+            ax.axhspan(mean - std, mean + std, color=gray, alpha=0.15)
+    ax.set_xlabel("target sparsity of the prunable tables")
+    ax.set_ylabel(metric_label(metric))
+    ax.set_xlim(left=min(0.0, ax.get_xlim()[0]))
+    return _save_figure(plt, fig, axes, title, path)
