@@ -10,9 +10,15 @@ model on the same data (``data.json``'s fingerprint: sizes and ids of every
 split) with the same RecBole settings (every key RecBole's Config defines
 for the model and dataset, seed included, bar the volatile ones), or the
 table says why none matched.
+
+Runs whose ``settings.json`` differ only in ``seed`` (volatile keys aside)
+form a *seed group* when they hold at least two distinct seeds: each group
+gets the statistics over its seeds (:mod:`recbole_lth.summary`) in the
+section "Seed groups" and its rows in ``comparison_summary.csv``.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -25,6 +31,8 @@ from recbole_lth.judge import (
 from recbole_lth.markdown import md_table, pct
 from recbole_lth.plots import plot_curves
 from recbole_lth.results import columns_of, read_results, read_settings
+from recbole_lth.settings import VOLATILE_KEYS
+from recbole_lth.summary import summarize, verdict_table
 
 
 def _run_labels(run_dirs: list[Path]) -> list[str]:
@@ -89,6 +97,56 @@ def borrowed_references(runs: list[tuple[str, Path, list[dict]]]) -> dict[str, t
             chosen[label] = (None, f"none: the closest dense row ({nearest}) differs in "
                                    f"{', '.join(diff[:4])}{' and more' if len(diff) > 4 else ''}")
     return chosen
+
+
+def run_seed(run_dir: Path, settings: dict):
+    """The run's seed: its settings', else the one RecBole resolved (config.yaml)."""
+    if settings.get("seed") is not None:
+        return settings["seed"]
+    config_path = paths.RunPaths(run_dir).config
+    return (yaml.safe_load(config_path.read_text()) or {}).get("seed") if config_path.is_file() else None
+
+
+# What may differ between the runs of a seed group (VOLATILE_KEYS holds
+# run_dir and output_root: every run has its own).
+_SEED_GROUP_FREE = VOLATILE_KEYS | {"seed"}
+
+
+def seed_groups(runs: list[tuple[str, Path, dict]]) -> list[list[tuple[str, int]]]:
+    """[(label, seed)] per group of runs whose settings differ only in the seed,
+    with at least two distinct seeds; a seed already in the group is left out
+    (its run would overwrite the first one's statistics)."""
+    groups: dict[str, dict] = {}
+    for label, run_dir, settings in runs:
+        seed = run_seed(run_dir, settings)
+        if not settings or seed is None:
+            continue  # nothing to tell what the run computed
+        key = json.dumps({k: v for k, v in settings.items() if k not in _SEED_GROUP_FREE}, sort_keys=True,
+                         default=str)
+        groups.setdefault(key, {}).setdefault(seed, label)
+    return [[(label, seed) for seed, label in members.items()] for members in groups.values() if len(members) >= 2]
+
+
+def seed_group_section(runs, out_dir: Path) -> list[str]:
+    """The "Seed groups" section of comparison.md, and comparison_summary.csv."""
+    summary_csv = out_dir / "comparison_summary.csv"
+    by_label = {label: (rows, settings) for label, _, rows, settings in runs}
+    groups = seed_groups([(label, run_dir, settings) for label, run_dir, _, settings in runs])
+    if not groups:
+        summary_csv.unlink(missing_ok=True)  # an earlier comparison's groups are not these runs'
+        return []
+    lines = ["", "## Seed groups", "",
+             "Runs whose settings differ only in the seed, summarised over their seeds (paired Δ against each "
+             "seed's own dense reference; see `comparison_summary.csv`)."]
+    merged = []
+    for number, members in enumerate(groups, start=1):
+        seed_rows = {seed: by_label[label][0] for label, seed in members}
+        rows = summarize(seed_rows, by_label[members[0][0]][1].get("valid_metric"))
+        merged += [{"group": number, **row} for row in rows]
+        lines += ["", f"### Group {number}", "", md_table(["run", "seed"], [[label, seed] for label, seed in members]),
+                  "", verdict_table(rows)]
+    paths.write_csv(summary_csv, merged)
+    return lines
 
 
 def compare(run_dirs, out_dir="lth_compare") -> Path:
@@ -156,6 +214,7 @@ def compare(run_dirs, out_dir="lth_compare") -> Path:
         plot_curves(out_dir / "comparison.png", series, baselines, [m for m in (metric, ndcg) if m],
                     f"{metric_label(metric)} vs sparsity, {len(runs)} runs")
         lines += ["", "![comparison](comparison.png)"]
+    lines += seed_group_section(runs, out_dir)
     lines.append("")
     return paths.write_text(out_dir / "comparison.md", "\n".join(lines))
 

@@ -1,4 +1,4 @@
-"""Statistics over seeds (summary.py), on rows written by hand.
+"""Statistics over seeds (summary.py) and compare's seed groups, on rows written by hand.
 
 The expected numbers are worked out by hand, with t_{0.975,2} = 4.302653 and
 t_{0.975,1} = 12.706205; for 2 degrees of freedom the two-sided p of a t
@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from recbole_lth import paths, summary
+from recbole_lth import compare, paths, summary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 T_975_DF2 = 4.302653
@@ -200,3 +200,46 @@ def test_tex_table_dense_first_best_bold_second_underlined():
         r"rp & \underline{0.3200$\pm$0.0000} & \underline{0.2600$\pm$0.0141} & -- \\",
     ]
 
+
+def _run_dir(root, name, seed, learning_rate, deltas):
+    run_dir = root / name
+    run_paths = paths.RunPaths(run_dir)
+    dense = 0.30 + 0.01 * seed
+    paths.write_csv(run_paths.results, [
+        _row("dense", "dense", 0.0, 0.0, dense, nonzero_params=1000),
+        _row("omp_0.5", "omp", 0.5, 0.5, dense + deltas),
+    ])
+    paths.write_json(run_paths.settings, {
+        "model": "BPR", "dataset": "ml-100k", "method": "omp", "target_sparsities": [0.5], "seed": seed,
+        "learning_rate": learning_rate, "valid_metric": "recall@20", "run_dir": str(run_dir),
+        "output_root": str(root), "state": "WARNING"})
+    return run_dir
+
+
+def test_compare_groups_runs_that_differ_only_in_seed(tmp_path):
+    a = _run_dir(tmp_path, "a", 1, 0.001, 0.01)
+    b = _run_dir(tmp_path, "b", 2, 0.001, 0.03)
+    c = _run_dir(tmp_path, "c", 3, 0.01, 0.05)
+    out = tmp_path / "cmp"
+    text = compare.compare([a, b, c], out).read_text()
+    assert "| c |  |  | dense, omp | 2 | own: ticket `dense` |" in text  # every run is still compared
+    section = text[text.index("## Seed groups"):]
+    assert "### Group 1" in section and "### Group 2" not in section
+    assert "| a | 1 |" in section and "| b | 2 |" in section and "| c |" not in section
+    with open(out / "comparison_summary.csv", newline="") as f:
+        written = {r["ticket"]: r for r in csv.DictReader(f)}
+    assert set(written) == {"dense", "omp_0.5"} and written["omp_0.5"]["group"] == "1"
+    assert written["omp_0.5"]["n"] == "2"
+    assert float(written["omp_0.5"]["test_recall@20_delta"]) == pytest.approx(0.02)  # Δ 0.01 and 0.03
+    # sd 0.01414, t = 0.02 / (0.01414 / sqrt(2)) = 2; for 1 degree of freedom p = 1 - 2 atan(t) / pi.
+    assert float(written["omp_0.5"]["test_recall@20_ci_low"]) == pytest.approx(0.02 - T_975_DF1 * 0.01, abs=1e-6)
+    assert float(written["omp_0.5"]["test_recall@20_p"]) == pytest.approx(1 - 2 * math.atan(2.0) / math.pi, abs=1e-6)
+    assert written["omp_0.5"]["verdict"] == "tie"
+
+
+def test_compare_without_a_seed_group_writes_no_summary(tmp_path):
+    a = _run_dir(tmp_path, "a", 1, 0.001, 0.01)
+    c = _run_dir(tmp_path, "c", 2, 0.01, 0.05)  # another seed, but also another learning rate
+    out = tmp_path / "cmp"
+    text = compare.compare([a, c], out).read_text()
+    assert "Seed groups" not in text and not (out / "comparison_summary.csv").exists()
