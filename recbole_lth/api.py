@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import shutil
-from contextlib import contextmanager
-from dataclasses import dataclass
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from recbole_lth import builder, distill, distributed, methods, paths
+from recbole_lth import builder, distill, distributed, methods, parallel, paths
 from recbole_lth.engine import Run
 from recbole_lth.errors import ConfigError
 from recbole_lth.masking import select_prunable, table_axes
@@ -24,6 +25,7 @@ from recbole_lth.popularity import save_popularity, save_table_axes
 from recbole_lth.progress import Progress
 from recbole_lth.report import write_report_logged
 from recbole_lth.results import read_results
+from recbole_lth.summary import write_summary
 from recbole_lth.settings import (
     VOLATILE_KEYS, check_common, check_model_and_dataset, check_unknown, merge_settings, run_identity, user_values,
 )
@@ -33,11 +35,17 @@ logger = logging.getLogger("recbole_lth")
 
 @dataclass
 class RunResult:
+    """A run's directory and rows; for a study over ``seeds``, the study
+    folder, every seed's rows (with a ``seed`` column) and each seed's result."""
+
     run_dir: Path
     rows: list
+    seed_runs: dict = field(default_factory=dict)  # seed -> RunResult
 
     @property
     def results_csv(self) -> Path:
+        if self.seed_runs:
+            return paths.StudyPaths(self.run_dir).summary_csv
         return paths.RunPaths(self.run_dir).results
 
 
@@ -171,15 +179,20 @@ def _write(checked: _Checked) -> Run:
     if not run_paths.data_fingerprint.exists():
         paths.write_json(run_paths.data_fingerprint, checked.fingerprint)
     paths.write_text(run_paths.config, builder.plain_config(checked.config))
-    train_data, valid_data, test_data = checked.data
+    train_data = checked.data[0]
     save_popularity(run_paths, train_data.dataset)  # training-split counts for the report
     save_table_axes(run_paths, table_axes(checked.model, list(checked.prunable)),
                     {n: p.shape for n, p in checked.prunable.items()})
     logger.info(str(checked.dataset))
-    run = Run(settings, checked.config, train_data, valid_data, test_data, checked.model, run_paths,
-              checked.prunable, views=checked.views)
+    run = _new_run(checked)
     run.init_state()  # saved before the first step, reloaded for every rewind
     return run
+
+
+def _new_run(checked: _Checked) -> Run:
+    train_data, valid_data, test_data = checked.data
+    return Run(checked.settings, checked.config, train_data, valid_data, test_data, checked.model,
+               checked.run_paths, checked.prunable, views=checked.views)
 
 
 @contextmanager
@@ -284,9 +297,9 @@ def session(model=None, dataset=None, method=None, config_files=None, config_dic
                 "prunable tensors (%s, scope %s): %s", run.settings["prune_params"], run.scope,
                 {n: tuple(p.shape) for n, p in run.prunable.items()},
             )
-            progress = Progress(methods.planned_tickets(run.views), run.paths, str(run.config["valid_metric"]),
+            progress = Progress(methods.planned_tickets(run.views), str(run.config["valid_metric"]),
                                 enabled=bool(run.settings.get("progress", True)) and distributed.is_main())
-            run.on_row = progress
+            run.on_row = progress.for_run(run.paths)
             try:
                 yield run
             finally:
@@ -294,7 +307,8 @@ def session(model=None, dataset=None, method=None, config_files=None, config_dic
 
 
 def run(model=None, dataset=None, method=None, config_files=None, config_dict=None, hooks=()) -> RunResult:
-    """Run one search and return its run directory and results rows.
+    """Run one search (or, with ``seeds``, one per seed) and return its
+    directory and results rows.
 
     ``hooks``: extra ``TicketHook`` s attached to every ticket (``tune``'s pruner).
 
@@ -303,19 +317,206 @@ def run(model=None, dataset=None, method=None, config_files=None, config_dict=No
         recbole_lth.run(model="BPR", dataset="ml-100k", method="imp",
                         config_dict={"epochs": 20, "rounds": 3})
     """
+    study = plan_study(model, dataset, method, config_files, config_dict, hooks)
     nproc = launched_processes(model, dataset, method, config_files, config_dict, hooks)
     if nproc:
         return _launch(nproc, model, dataset, method, config_files, config_dict)
-    with session(model, dataset, method, config_files, config_dict) as prepared:
-        for name in prepared.views:  # one method, or a study's methods in the order given
+    with torch_threads(None if study.parallel else study.settings.get("worker_threads")):
+        if study.root is None and not study.parallel:  # one run in this process, as always
+            with session(model, dataset, method, config_files, config_dict) as prepared:
+                _plan_all(prepared, hooks)
+                return _finish(prepared)
+        return _run_study(study, hooks)
+
+
+@contextmanager
+def torch_threads(count: int | None):
+    """``worker_threads`` for the tickets this process trains; None: as it is."""
+    if not count:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _plan_all(prepared: Run, hooks=()) -> None:
+    """Every method's plan, in the order given, on one run."""
+    for name in prepared.views:
+        view = prepared.for_method(name)
+        view.ticket_hooks.extend(hooks)
+        distill.install(view)  # kd_weight > 0: distil every sparse ticket of this method
+        methods.get(name).plan(view)
+
+
+def _finish(prepared: Run) -> RunResult:
+    logger.info(f"results: {prepared.paths.results}")
+    if distributed.is_main():
+        write_report_logged(prepared.run_dir, prepared.model)  # a failure is a warning; results are on disk
+    return RunResult(prepared.run_dir, prepared.rows)
+
+
+# --------------------------------------------------------- seeds, workers
+@dataclass(frozen=True)
+class Job:
+    """One run directory of a command: the whole study at one seed."""
+
+    seed: int | None
+    model: object
+    dataset: object
+    method: object
+    config_files: object
+    config_dict: dict
+
+    def args(self) -> tuple:
+        return self.model, self.dataset, self.method, self.config_files, self.config_dict
+
+    @property
+    def label(self) -> str:
+        return "" if self.seed is None else f"seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class Study:
+    settings: dict
+    root: Path | None  # the study folder (seeds), or None: one run
+    jobs: tuple
+    notices: tuple = ()
+
+    @property
+    def parallel(self) -> bool:
+        return self.settings["workers"] > 1 or self.settings["executor"] == "ray"
+
+
+def default_study_dir(settings: dict) -> Path:
+    label = "+".join(methods.names(settings["method"]))
+    identity = run_identity({k: v for k, v in settings.items() if k != "seed"})
+    return Path(settings.get("output_root") or "lth_runs") / f"{settings['model']}-{settings['dataset']}-{label}-" \
+                                                             f"{identity}-seeds"
+
+
+def plan_study(model=None, dataset=None, method=None, config_files=None, config_dict=None, hooks=()) -> Study:
+    """The runs a command makes (one per seed) and how they are spread; every
+    check that needs no data."""
+    settings, _ = settings_for(model, dataset, method, config_files, config_dict)
+    notices = tuple(parallel.check(settings, hooks))
+    if settings["executor"] == "ray":
+        parallel.check_ray_address(settings.get("ray_address"))
+    seeds = settings.get("seeds")
+    if not seeds:
+        return Study(settings, None, (Job(None, model, dataset, method, config_files, dict(config_dict or {})),),
+                     notices)
+    if "seed" in user_values(config_files, config_dict):
+        raise ConfigError("seed", user_values(config_files, config_dict)["seed"],
+                          "not set together with seeds (each seed's run sets its own)")
+    if settings.get("nproc") is not None:
+        raise ConfigError("nproc", settings["nproc"], "nothing with seeds (use workers to run seeds at once)")
+    root = Path(settings.get("run_dir") or default_study_dir(settings))
+    study_paths = paths.StudyPaths(root)
+    jobs = tuple(
+        Job(seed, model, dataset, method, config_files,
+            {**dict(config_dict or {}), "seeds": None, "seed": seed, "run_dir": str(study_paths.seed_run(seed))})
+        for seed in seeds
+    )
+    return Study(settings, root, jobs, notices)
+
+
+def _run_study(study: Study, hooks=()) -> RunResult:
+    """Every check of every run, then the runs: their tickets first by the
+    workers (if any), then one pass here that writes the results and reports."""
+    checked = [_check_everything(*job.args()) for job in study.jobs]
+    with ExitStack() as stack:
+        for one in checked:
+            stack.enter_context(run_lock(one.run_paths))
+        if study.root is not None:
+            settings = {k: v for k, v in study.settings.items() if k != "seed"}
+            paths.write_json(paths.StudyPaths(study.root).settings, settings)
+        runs = [_write(one) for one in checked]
+        for notice in list(study.notices) + [n for one in checked for n in one.notices]:
+            logger.warning(notice)
+        settings = study.settings
+        progress = Progress(sum(methods.planned_tickets(r.views) for r in runs), str(runs[0].config["valid_metric"]),
+                            enabled=bool(settings.get("progress", True)))
+        try:
+            if study.parallel:
+                _run_workers(study, runs, progress)
+            results = {}
+            for job, prepared in zip(study.jobs, runs):
+                prepared.on_row = progress.for_run(prepared.paths, job.label)
+                with run_log(prepared.paths.log):
+                    logger.info(f"run directory: {prepared.run_dir}")
+                    _plan_all(prepared, hooks)
+                    results[job.seed] = _finish(prepared)
+        finally:
+            progress.close()
+    if study.root is None:
+        return results[None]
+    seed_rows = {seed: result.rows for seed, result in results.items()}
+    summary = write_summary(study.root, seed_rows, settings.get("valid_metric"),
+                            f"{settings['model']} on {settings['dataset']}, seeds {list(seed_rows)}")
+    logger.info(f"summary over seeds {list(seed_rows)}: {summary}")
+    rows = [{"seed": seed, **row} for seed, result in results.items() for row in result.rows]
+    return RunResult(study.root, rows, seed_runs=results)
+
+
+def _run_workers(study: Study, runs: list, progress: Progress) -> None:
+    """The tickets of every run, trained by ``workers`` workers; the driver
+    reports each ticket as a worker finishes it."""
+    settings = study.settings
+    workers = settings["workers"]
+    threads = parallel.threads_per_worker(workers, settings.get("worker_threads"))
+    labels = {str(r.paths.root): job.label for job, r in zip(study.jobs, runs)}
+    logger.info(f"{workers} workers ({settings['executor']}), {threads} torch threads each")
+
+    def poll() -> None:
+        for prepared in runs:
+            for key in prepared.paths.stored_tickets():
+                result = prepared.paths.ticket_result(key)
+                if (str(prepared.paths.root), key) not in progress.seen and result.is_file():
+                    progress.record(prepared.paths, labels[str(prepared.paths.root)], paths.read_json(result), True)
+
+    args = (study.jobs, workers, parallel.gpu_ids(settings))
+    started = time.perf_counter()
+    if settings["executor"] == "ray":
+        parallel.run_ray(_worker_main, args, workers, threads, poll, settings.get("ray_address"))
+    else:
+        parallel.run_local(_worker_main, args, workers, threads, poll)
+    poll()
+    logger.info(f"workers done in {time.perf_counter() - started:.1f} s")
+
+
+def _worker_main(jobs: tuple, workers: int, gpus: list, index: int) -> None:
+    """One worker: every (seed, method) unit of the study, training only the
+    tickets it claims; it writes tickets, never results.csv or a report."""
+    claims = parallel.Claims()
+    opened: dict = {}
+    override = {"gpu_id": gpus[index % len(gpus)]} if gpus else {}
+
+    def open_run(job: Job) -> Run:
+        if job.seed not in opened:
+            args = job.args()[:-1] + ({**job.config_dict, **override, "progress": False},)
+            checked = _check_everything(*args)
+            for handler in logging.getLogger().handlers:  # the driver's console speaks for the study
+                if isinstance(handler, _Console):
+                    handler.setLevel(logging.WARNING)
+            opened[job.seed] = _new_run(checked)
+            opened[job.seed].claims = claims
+        return opened[job.seed]
+
+    def run_unit(unit) -> None:
+        job, name = unit
+        prepared = open_run(job)
+        with run_log(prepared.paths.log):
             view = prepared.for_method(name)
-            view.ticket_hooks.extend(hooks)
-            distill.install(view)  # kd_weight > 0: distil every sparse ticket of this method
+            distill.install(view)
             methods.get(name).plan(view)
-        logger.info(f"results: {prepared.paths.results}")
-        if distributed.is_main():
-            write_report_logged(prepared.run_dir, prepared.model)  # a failure is a warning; results are on disk
-        return RunResult(prepared.run_dir, prepared.rows)
+
+    names = methods.names(settings_for(*jobs[0].args())[0]["method"])
+    units = [(job, name) for job in jobs for name in names]
+    parallel.run_units(parallel.rotated(units, index, workers), run_unit, claims)
 
 
 def launched_processes(model, dataset, method, config_files, config_dict, hooks=()) -> int | None:

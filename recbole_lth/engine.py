@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from recbole_lth import builder, checkpoint, distributed, paths
+from recbole_lth import builder, checkpoint, distributed, parallel, paths
 from recbole_lth.errors import ConfigError, RunDamaged, TrainingDiverged
 from recbole_lth.masking import ParameterMask, full_masks
 from recbole_lth.results import plain, write_results
@@ -86,6 +86,9 @@ class Run:
     views: dict = field(default_factory=dict)
     # Called with (row, trained) once per new row: progress output, TensorBoard.
     on_row: Callable | None = None
+    # A worker of a parallel run (parallel.py): it trains only the tickets it
+    # claims and writes no results.csv (the driver does, once, in plan order).
+    claims: parallel.Claims | None = None
 
     # ------------------------------------------------------------- states
     @property
@@ -193,15 +196,30 @@ class Run:
         ``search/<method>.pt`` (+ ``.json``); a re-run loads it instead of
         calling ``search()`` again."""
         path = self.paths.search_state(self.method)
-        if path.exists():
-            logger.info(f"{self.method}: search already done, loaded from {path}")
-            stored = checkpoint.load(path)
-            return stored["masks"], stored["meta"]
-        result = search()
-        checkpoint.save(path, masks=result["masks"], meta=result["meta"])
-        paths.write_json(self.paths.search_summary(self.method), result["meta"])
-        logger.info(f"{self.method}: search done: {result['meta']}")
-        return result["masks"], result["meta"]
+        if not path.exists():
+            key = f"search_{self.method}"
+            with self.claimed(key) as mine:
+                if not mine:
+                    raise parallel.TicketPending(key, self.paths.claim(key))
+                if not path.exists():  # not finished by another worker meanwhile
+                    result = search()
+                    checkpoint.save(path, masks=result["masks"], meta=result["meta"])
+                    paths.write_json(self.paths.search_summary(self.method), result["meta"])
+                    logger.info(f"{self.method}: search done: {result['meta']}")
+                    self.count_trained()
+                    return result["masks"], result["meta"]
+        logger.info(f"{self.method}: search already done, loaded from {path}")
+        stored = checkpoint.load(path)
+        return stored["masks"], stored["meta"]
+
+    def claimed(self, key: str):
+        """``with run.claimed(key) as mine``: whether this process may train
+        ``key`` now (always, unless it is a worker and another has it)."""
+        return parallel.no_claims() if self.claims is None else self.claims.claim(key, self.paths.claim(key))
+
+    def count_trained(self) -> None:
+        if self.claims is not None:
+            self.claims.trained += 1
 
     # ------------------------------------------------------------ tickets
     def stored(self, key: str) -> Ticket | None:
@@ -241,21 +259,34 @@ class Run:
         if ticket is not None:
             logger.info(f"ticket {key}: already finished in {self.paths.tickets / key}, skipped")
         else:
-            self.refuse_empty(key, masks)
-            override = {} if weight_decay is None else {"weight_decay": weight_decay}
-            with builder.config_values(self.config, override):
-                ticket = self._train(
-                    key, round_idx, target_sparsity, masks, start_state, start_epoch, capture_rewind, note,
-                    list(self.ticket_hooks) + list(hooks), method or self.method,
-                )
-            if weight_decay is not None:  # a column before the note
-                note_text = ticket.row.pop("note", "")
-                ticket.row.update(weight_decay=float(weight_decay), note=note_text)
-            if distributed.active():  # every rank trained this ticket: the same masks, or the run stops
-                distributed.check_identical(ticket.masks, f"ticket {key}")
-                ticket.row["ranks"] = distributed.world_size()
-            self._store(ticket)
+            with self.claimed(key) as mine:
+                if not mine:  # another worker trains it
+                    return parallel.PendingTicket(key, self.paths.claim(key))
+                ticket = self.stored(key)  # finished by another worker meanwhile
+                trained = ticket is None
+                if trained:
+                    ticket = self._train_and_store(key, round_idx, target_sparsity, masks, start_state, start_epoch,
+                                                   capture_rewind, note, hooks, method, weight_decay)
         self.add_row(ticket.row, trained)
+        return ticket
+
+    def _train_and_store(self, key, round_idx, target_sparsity, masks, start_state, start_epoch, capture_rewind,
+                         note, hooks, method, weight_decay) -> Ticket:
+        self.refuse_empty(key, masks)
+        override = {} if weight_decay is None else {"weight_decay": weight_decay}
+        with builder.config_values(self.config, override):
+            ticket = self._train(
+                key, round_idx, target_sparsity, masks, start_state, start_epoch, capture_rewind, note,
+                list(self.ticket_hooks) + list(hooks), method or self.method,
+            )
+        if weight_decay is not None:  # a column before the note
+            note_text = ticket.row.pop("note", "")
+            ticket.row.update(weight_decay=float(weight_decay), note=note_text)
+        if distributed.active():  # every rank trained this ticket: the same masks, or the run stops
+            distributed.check_identical(ticket.masks, f"ticket {key}")
+            ticket.row["ranks"] = distributed.world_size()
+        self._store(ticket)
+        self.count_trained()
         return ticket
 
     def _store(self, ticket: Ticket) -> None:
@@ -282,6 +313,8 @@ class Run:
     def add_row(self, row: dict, trained: bool = False) -> None:
         """A row of ``results.csv`` (a ticket's, or a note with no ticket); a
         ticket asked for again (the dense ticket, shared) keeps its one row."""
+        if self.claims is not None:  # a worker: the driver writes the rows
+            return
         same = [i for i, r in enumerate(self.rows) if r.get("ticket") == row.get("ticket")]
         if same:
             self.rows[same[0]] = row

@@ -167,7 +167,7 @@ class StudyPaths:
     """The folder of a study over seeds (``seeds``): one ordinary run
     directory per seed, and the statistics over them::
 
-        study.json  study.lock  seed_<seed>/  summary.csv  summary.md  summary.tex  curve.png
+        study.json  seed_<seed>/  summary.csv  summary.md  summary.tex  curve.png
     """
 
     def __init__(self, root):
@@ -177,10 +177,6 @@ class StudyPaths:
     def settings(self) -> Path:
         """The study's settings, without ``seed`` (each seed's run holds its own)."""
         return self.root / "study.json"
-
-    @property
-    def lock(self) -> Path:
-        return self.root / "study.lock"
 
     def seed_run(self, seed: int) -> Path:
         return self.root / f"seed_{int(seed)}"

@@ -11,6 +11,11 @@ from pathlib import Path
 from recbole_lth import paths
 
 
+# Columns measured in wall time: they differ from one run of a ticket to the
+# next, and are left out wherever two runs are compared for identity.
+WALL_TIME_COLUMNS = frozenset({"train_seconds", "search_seconds", "explore_seconds", "explore_fraction"})
+
+
 def plain(value):
     """Metric values come back from RecBole as numpy scalars; rows hold plain floats."""
     try:

@@ -34,6 +34,9 @@ VOLATILE_KEYS = frozenset({
     "data_path", "eval_batch_size", "eval_memory_mb", "progress",
     # RecBole's distributed keys: how many processes ran it, not what it computes
     "nproc", "world_size", "ip", "port", "offset",
+    # How a study is spread (seeds, workers, executor): each seed's run holds
+    # its own seed, and a ticket is the same whoever trains it.
+    "seeds", "workers", "worker_threads", "executor", "ray_address",
 })
 
 
@@ -187,6 +190,19 @@ COMMON_KEYS = (
     bool_key("progress", "a ticket-level progress bar and one line per finished ticket on the console (RecBole's "
              "per-epoch bars: show_progress)"),
     bool_key("fused_optimizer", "build RecBole's adam/adamw/sgd/adagrad as torch's fused kernel (same algorithm)"),
+    Key("seeds", "run the whole study once per RecBole seed (one run directory each, in one study folder with "
+        "summary.csv/.md/.tex: mean, std, paired CI and t test against each seed's dense ticket); null: one run "
+        "at RecBole's seed", "null or a non-empty list of distinct whole numbers",
+        lambda x: x is None or (isinstance(x, list) and bool(x) and all(is_whole(v) for v in x)
+                                and len(set(x)) == len(x))),
+    number_key("workers", "independent tickets (seeds, methods, targets) trained at once in this many worker "
+               "processes (or Ray tasks); 1: one after another in this process", 1, whole=True),
+    number_key("worker_threads", "torch threads per worker; null: the cores divided by workers (workers 1: "
+               "torch's default)", 1, whole=True, nullable=True),
+    choice_key("executor", "local: worker processes on this machine; ray: Ray tasks (ray_address's cluster, "
+               "the run directory on a shared filesystem)", ("local", "ray")),
+    text_key("ray_address", "executor ray: the cluster's address (host:port or auto); null: start a local Ray "
+             "instance"),
     text_key("output_root", "parent of the default run directory", nullable=False),
     text_key("run_dir", "the run directory; null: <output_root>/<model>-<dataset>-<method>-<settings hash>"),
 )
