@@ -10,6 +10,9 @@ issue that asked for it), the costs (epochs, seconds) and writes the study's
 
     python benchmarks/bench_fidelity.py --model BPR --dataset citeulike \\
         --settings "learning_rate=0.005 eval_step=5 stopping_step=3"
+
+With ``seeds=[...]`` (and ``workers=N``) in ``--settings`` it runs the study
+once per seed and prints ``summary.md`` (mean ± std, paired CI and verdicts).
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import DEFAULT_DATA  # noqa: E402
 
 import recbole_lth  # noqa: E402
-from recbole_lth import pruning  # noqa: E402
+from recbole_lth import paths, pruning  # noqa: E402
 from recbole_lth.settings import parse_value  # noqa: E402
 
 METHODS = ("imp", "omp", "rp", "dsl", "pep", "small_dense")
@@ -58,6 +61,10 @@ def main() -> None:
     result = recbole_lth.run(model=args.model, dataset=args.dataset, method=methods, config_dict=config)
     wall = time.perf_counter() - started
 
+    if result.seed_runs:  # seeds=[...]: the statistics over them
+        print(f"{args.model} on {args.dataset}, {args.settings}; study {result.run_dir} ({wall:.0f} s wall)\n")
+        print(paths.StudyPaths(result.run_dir).summary_md.read_text())
+        return
     rows = result.rows
     dense = next(r for r in rows if r["ticket"] == "dense")
     metric = "test_recall@20"

@@ -406,22 +406,37 @@ def plan_study(model=None, dataset=None, method=None, config_files=None, config_
     if settings["executor"] == "ray":
         parallel.check_ray_address(settings.get("ray_address"))
     seeds = settings.get("seeds")
+    base = _absolute_paths(settings, config_files, config_dict)
     if not seeds:
-        return Study(settings, None, (Job(None, model, dataset, method, config_files, dict(config_dict or {})),),
-                     notices)
+        run_dir = Path(settings.get("run_dir") or default_run_dir(settings)).resolve()
+        return Study(settings, None, (Job(None, model, dataset, method, base["config_files"],
+                                          {**base["config_dict"], "run_dir": str(run_dir)}),), notices)
     if "seed" in user_values(config_files, config_dict):
         raise ConfigError("seed", user_values(config_files, config_dict)["seed"],
                           "not set together with seeds (each seed's run sets its own)")
     if settings.get("nproc") is not None:
         raise ConfigError("nproc", settings["nproc"], "nothing with seeds (use workers to run seeds at once)")
-    root = Path(settings.get("run_dir") or default_study_dir(settings))
+    root = Path(settings.get("run_dir") or default_study_dir(settings)).resolve()
     study_paths = paths.StudyPaths(root)
     jobs = tuple(
-        Job(seed, model, dataset, method, config_files,
-            {**dict(config_dict or {}), "seeds": None, "seed": seed, "run_dir": str(study_paths.seed_run(seed))})
+        Job(seed, model, dataset, method, base["config_files"],
+            {**base["config_dict"], "seeds": None, "seed": seed, "run_dir": str(study_paths.seed_run(seed))})
         for seed in seeds
     )
     return Study(settings, root, jobs, notices)
+
+
+def _absolute_paths(settings: dict, config_files, config_dict) -> dict:
+    """The job's files and folders as absolute paths: a worker (a Ray task on
+    another node, too) may start in another working directory.  Only
+    where-it-runs keys change, so no run's identity does."""
+    files = settings.get("config_files") or None
+    overrides = dict(config_dict or {})
+    if settings.get("data_path"):
+        overrides["data_path"] = str(Path(settings["data_path"]).resolve())
+    overrides.pop("config_files", None)
+    return {"config_files": [str(Path(f).resolve()) for f in files] if files else config_files,
+            "config_dict": overrides}
 
 
 def _run_study(study: Study, hooks=()) -> RunResult:

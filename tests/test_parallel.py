@@ -133,8 +133,8 @@ def test_a_killed_worker_or_driver_loses_nothing_and_a_rerun_ends_the_same(seque
 
 def test_a_ticket_that_fails_on_a_worker_stops_the_run_with_its_line(tmp_path, capsys):
     run_dir = tmp_path / "diverged"
-    code = main([f"--run_dir={run_dir}", "--model=BPR", "--dataset=ml-100k", "--method=[pep,rp]",
-                 "--target_sparsities=[0.5]", "--workers=2", "--learning_rate=1e30", "--epochs=2",
+    code = main([f"--run_dir={run_dir}", "--model=BPR", "--dataset=ml-100k", "--method=pep",
+                 "--target_sparsities=[0.5,0.8]", "--workers=2", "--learning_rate=1e30", "--epochs=2",
                  "--embedding_size=8", "--state=WARNING", "--progress=False", "--train_batch_size=4096"])
     err = capsys.readouterr().err
     assert code == 1, err
