@@ -346,10 +346,14 @@ def torch_threads(count: int | None):
 def _plan_all(prepared: Run, hooks=()) -> None:
     """Every method's plan, in the order given, on one run."""
     for name in prepared.views:
-        view = prepared.for_method(name)
-        view.ticket_hooks.extend(hooks)
-        distill.install(view)  # kd_weight > 0: distil every sparse ticket of this method
-        methods.get(name).plan(view)
+        _plan_one(prepared, name, hooks)
+
+
+def _plan_one(prepared: Run, name: str, hooks=()) -> None:
+    view = prepared.for_method(name)
+    view.ticket_hooks.extend(hooks)
+    distill.install(view)  # kd_weight > 0: distil every sparse ticket of this method
+    methods.get(name).plan(view)
 
 
 def _finish(prepared: Run) -> RunResult:
@@ -525,9 +529,7 @@ def _worker_main(jobs: tuple, workers: int, gpus: list, index: int) -> None:
         job, name = unit
         prepared = open_run(job)
         with run_log(prepared.paths.log):
-            view = prepared.for_method(name)
-            distill.install(view)
-            methods.get(name).plan(view)
+            _plan_one(prepared, name)
 
     names = methods.names(settings_for(*jobs[0].args())[0]["method"])
     units = [(job, name) for job in jobs for name in names]

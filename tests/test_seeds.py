@@ -107,3 +107,13 @@ def test_more_workers_than_cores_is_a_warning_not_an_error():
     assert parallel.check({"workers": cores + 1, "executor": "local", "use_gpu": False}) == [
         f"workers={cores + 1} is above this machine's {cores} cores: tickets will share cores"]
     assert parallel.check({"workers": cores, "executor": "local", "use_gpu": False}) == []
+
+
+def test_more_workers_than_gpus_is_refused(monkeypatch):
+    from recbole_lth.errors import ConfigError
+
+    monkeypatch.setattr(parallel, "gpu_ids", lambda settings: ["0", "1"])
+    assert parallel.check({"workers": 2, "executor": "local"}) == []
+    with pytest.raises(ConfigError, match="at most 2, one worker per GPU") as err:
+        parallel.check({"workers": 3, "executor": "local"})
+    assert err.value.key == "workers"
