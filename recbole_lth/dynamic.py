@@ -180,19 +180,6 @@ def exchange(drop_scores: Tensors, grow_scores: Tensors, masks: Masks, counts) -
     return {n: (masks[n] & ~dropped[n]) | grown[n] for n in masks}
 
 
-def dsl_update(weights: Tensors, grads: dict, masks: Masks, fraction: float, scope: str = "global",
-               active: dict[str, int] | None = None) -> Masks:
-    """One DSL exploration: magnitude drop, |grad| growth, ``fraction`` of the
-    active weights exchanged.  ``active``: per-tensor active counts if the
-    caller knows them (counting here costs a host sync)."""
-    if active is None:
-        active = {n: int(m.sum()) for n, m in masks.items()}
-    counts = exchange_counts(active, {n: m.numel() for n, m in masks.items()}, fraction, scope)
-    if not (any(counts.values()) if isinstance(counts, dict) else counts):
-        return dict(masks)
-    return exchange(magnitude_drop(weights), GradientGrow().scores(weights, grads), masks, counts)
-
-
 # --------------------------------------------------------------- the hook
 class Explorer(TicketHook):
     """Runs the exploration inside one ticket's training (a grad observer).

@@ -22,7 +22,10 @@ layer as in RecBole: RecBole's defaults < properties/overall.yaml <
 properties/<method>.yaml < --config_files < --key=value.  Any RecBole key of the
 model and dataset works as in run_recbole.py.  --nproc=N runs the search in N
 processes through RecBole's distributed path (gloo on the CPU, NCCL on GPUs; one
-process per GPU); rank 0 writes the run directory."""
+process per GPU); rank 0 writes the run directory.  --seeds=[2020,2021,2022]
+runs the study once per seed (summary.csv/.md/.tex: mean, std, paired CIs);
+--workers=N trains independent tickets at once (N processes, or Ray tasks with
+--executor=ray), with the very results of one process."""
 
 
 def defaults() -> dict[str, str]:

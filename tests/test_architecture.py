@@ -3,6 +3,7 @@ and every declared key, method and properties file agree."""
 from __future__ import annotations
 
 import ast
+import inspect
 from pathlib import Path
 
 import pytest
@@ -114,10 +115,14 @@ def test_run_directory_file_names_have_one_home():
 def test_every_method_has_its_properties_file_and_a_summary():
     folder = settings.properties_dir()
     assert (folder / "overall.yaml").is_file()
+    seen_summaries: set = set()
     for method in methods.METHODS.values():
         for name in method.properties_files():
             assert (folder / name).is_file(), name
-        assert method.summary and method.plan
+        # A summary is a line of --help and of the README's table: a phrase, not a placeholder.
+        assert len(method.summary.split()) >= 8 and method.summary not in seen_summaries, method.name
+        seen_summaries.add(method.summary)
+        assert list(inspect.signature(method.plan).parameters) == ["run"], method.name
 
 
 def test_every_declared_key_has_one_default_and_every_plugin_default_is_declared():

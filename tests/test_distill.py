@@ -89,8 +89,15 @@ def test_kd_losses_and_small_sizes_on_every_model(tmp_path, model_name):
     for user in (1, 2, dataset.user_num - 1):
         seen = set(history[user].indices.tolist())
         assert seen and not seen & set(ranking.teacher_topk[user].tolist())
+    # Position weights: the teacher scored against its own top-K in rank order loses less than against
+    # the same items reversed (the heavier weights on its higher scores: the rearrangement inequality).
+    with torch.no_grad():
+        in_order = ranking.kd_loss(teacher, batch)
+        ranking.teacher_topk = ranking.teacher_topk.flip(1)
+        reversed_order = ranking.kd_loss(teacher, batch)
+        ranking.teacher_topk = ranking.teacher_topk.flip(1)
+    assert in_order < reversed_order
     loss = ranking.kd_loss(model, batch)
-    assert loss.item() > 0
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in run.prunable.values())
     assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())

@@ -232,11 +232,14 @@ def test_damaged_files_name_the_file_and_the_fix(tmp_path, capsys, damage):
               "settings.json": run_dir / "settings.json", "init_state.pt": run_dir / "init_state.pt"}[damage]
     target.write_bytes(target.read_bytes()[: len(target.read_bytes()) // 2])  # truncated
     status, err = _cli(capsys, *args)
-    assert len(err) == 1 and (damage.split(".")[0] in err[0] or "dense" in err[0])
-    if damage == "settings.json":
-        assert status == 2 and "delete that file" in err[0]
-    else:
-        assert status == 1 and ("delete that folder" in err[0] or "new run_dir" in err[0])
+    expected = {  # exit status, the file named, the fix
+        "ticket.pt": (1, str(run_dir / "tickets" / "dense"), "delete that folder and re-run"),
+        "result.json": (1, str(run_dir / "tickets" / "dense"), "delete that folder and re-run"),
+        "settings.json": (2, f"{run_dir}': allowed values are a folder whose settings.json can be read", "delete that file"),
+        "init_state.pt": (1, str(run_dir / "init_state.pt"), "in a new run_dir"),
+    }[damage]
+    assert len(err) == 1 and status == expected[0], err
+    assert expected[1] in err[0] and expected[2] in err[0], err[0]
     assert (run_dir / "tickets" / "omp_0.5" / "result.json").exists()  # nothing finished is lost
 
 
