@@ -420,6 +420,8 @@ def plan_study(model=None, dataset=None, method=None, config_files=None, config_
                           "not set together with seeds (each seed's run sets its own)")
     if settings.get("nproc") is not None:
         raise ConfigError("nproc", settings["nproc"], "nothing with seeds (use workers to run seeds at once)")
+    if hooks:
+        raise ConfigError("seeds", seeds, "null under tune (each trial is one run at one seed)")
     root = Path(settings.get("run_dir") or default_study_dir(settings)).resolve()
     study_paths = paths.StudyPaths(root)
     jobs = tuple(
