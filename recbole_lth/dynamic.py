@@ -57,14 +57,18 @@ def drop_fraction(step: int, rho0: float, end_step: int, decay: str = "cosine") 
 class Schedule:
     """When the mask changes (every ``interval`` steps before ``end_step``) and by how much."""
 
-    def __init__(self, interval: int, init_ratio: float, end_step: int, decay: str = "cosine"):
+    def __init__(self, interval: int, init_ratio: float, end_step: int, decay: str = "cosine",
+                 min_ratio: float = 0.0):
         self.interval, self.init_ratio, self.end_step, self.decay = interval, init_ratio, end_step, decay
+        self.min_ratio = min_ratio  # ρ's floor before T_end (the DSL authors' code: 0.005)
 
     def is_update_step(self, step: int) -> bool:
         return step % self.interval == 0 and step < self.end_step
 
     def fraction(self, step: int) -> float:
-        return drop_fraction(step, self.init_ratio, self.end_step, self.decay)
+        if step >= self.end_step:
+            return 0.0
+        return self.min_ratio + drop_fraction(step, self.init_ratio - self.min_ratio, self.end_step, self.decay)
 
 
 # ------------------------------------------------------------- drop scores
@@ -169,15 +173,20 @@ def exchange_counts(active: dict[str, int], numel: dict[str, int], fraction: flo
 
 
 @torch.no_grad()
-def exchange(drop_scores: Tensors, grow_scores: Tensors, masks: Masks, counts) -> Masks:
+def exchange(drop_scores: Tensors, grow_scores: Tensors, masks: Masks, counts, regrow_dropped: bool = False
+             ) -> Masks:
     """Drop ``counts`` active weights with the lowest drop score and grow as
-    many weights inactive in ``masks`` (so never one dropped now) with the
-    highest grow score: the budget stays exact.  On-device ``topk``, no sort."""
+    many with the highest grow score: the budget stays exact.  The growth pool
+    is the weights inactive in ``masks`` (never one dropped now), or with
+    ``regrow_dropped`` every weight not kept (the DSL authors' code: a weight
+    dropped and regrown at once keeps its value).  On-device ``topk``, no sort."""
     lowest_first = {n: -s for n, s in drop_scores.items()}
     scope = "per_table" if isinstance(counts, dict) else "global"
     dropped = pruning.keep_top_k(lowest_first, masks, counts, scope)
-    grown = pruning.keep_top_k(grow_scores, {n: ~m for n, m in masks.items()}, counts, scope)
-    return {n: (masks[n] & ~dropped[n]) | grown[n] for n in masks}
+    kept = {n: masks[n] & ~dropped[n] for n in masks}
+    pool = {n: ~(kept[n] if regrow_dropped else masks[n]) for n in masks}
+    grown = pruning.keep_top_k(grow_scores, pool, counts, scope)
+    return {n: kept[n] | grown[n] for n in masks}
 
 
 # --------------------------------------------------------------- the hook
@@ -197,9 +206,10 @@ class Explorer(TicketHook):
     """
 
     def __init__(self, schedule: Schedule, scope: str, drop=magnitude_drop, grow: GrowScore | None = None,
-                 hold_patience: bool = True):
+                 hold_patience: bool = True, regrow_dropped: bool = False, warm_state: bool = False):
         self.schedule, self.scope = schedule, scope
         self.drop, self.grow = drop, grow or GradientGrow()
+        self.regrow_dropped, self.warm_state = regrow_dropped, warm_state
         # Early stopping counts only from T_end: a validation dip after an
         # exploration must not end the ticket before its schedule has run.
         self.hold_patience = hold_patience
@@ -223,6 +233,8 @@ class Explorer(TicketHook):
         self._since_step = 0
         self._started = self._trained_until = perf_counter()
         mask.grad_observers.append(self.observe)
+        if self.warm_state:
+            mask.keep_optimizer_state()
         trainer.epoch_callbacks.append(self._epoch_done)
         self._patience = trainer.stopping_step
         if self.hold_patience and self.schedule.end_step > 0:
@@ -258,7 +270,8 @@ class Explorer(TicketHook):
         self._sync()
         started = perf_counter()
         weights = mask.weights()
-        new_masks = exchange(self.drop(weights), self.grow.scores(weights, grads), mask.masks, counts)
+        new_masks = exchange(self.drop(weights), self.grow.scores(weights, grads), mask.masks, counts,
+                             self.regrow_dropped)
         self.grow.reset()
         self._active_steps += self._table_active * (step - self._since_step)
         mask.set_masks(new_masks)

@@ -25,6 +25,10 @@ A :class:`ParameterMask` owns one boolean mask per selected parameter
   optimizer state tensor of the parameter's shape* (Adam's moments, momentum
   buffers, ...) are zeroed at pruned positions, so nothing can bring a pruned
   weight back, and regrown weights start at zero with fresh optimizer state.
+* :meth:`keep_optimizer_state` is the other choice (the DSL authors' code):
+  gradients are never masked, so the optimizer state at pruned positions
+  keeps tracking the true gradient; pruned weights are zeroed after every
+  step instead, and a regrown weight starts at zero with warm state.
 
 Nothing here synchronises with the host per step: the hooks only launch
 in-place device kernels.
@@ -181,6 +185,8 @@ class ParameterMask:
         self._keep: dict[str, torch.Tensor] = {}  # mask as 0/1 in the parameter dtype, per step
         self._optimizer: torch.optim.Optimizer | None = None
         self._hook_handles: list = []
+        self._post_step_hook = None
+        self.warm_state = False  # keep_optimizer_state()
         # Called in the pre-step hook, before pruned gradients are zeroed.
         self.grad_observers: list[GradObserver] = []
         self.step_count = 0
@@ -206,10 +212,12 @@ class ParameterMask:
 
     @torch.no_grad()
     def apply(self) -> None:
-        """Zero pruned weights and the optimizer state at pruned positions."""
+        """Zero pruned weights and (unless the state is kept warm) the
+        optimizer state at pruned positions."""
         for name, param in self.params.items():
             param.masked_fill_(self._pruned[name], 0.0)
-        self.zero_optimizer_state()
+        if not self.warm_state:
+            self.zero_optimizer_state()
 
     @torch.no_grad()
     def zero_optimizer_state(self, positions: dict[str, torch.Tensor] | None = None) -> None:
@@ -242,14 +250,28 @@ class ParameterMask:
         if rezero_after_step is None:
             rezero_after_step = type(optimizer) not in ZERO_PRESERVING_OPTIMIZERS
         self._hook_handles = [optimizer.register_step_pre_hook(self._before_step)]
-        if rezero_after_step:
-            self._hook_handles.append(optimizer.register_step_post_hook(self._after_step))
-        self.zero_optimizer_state()
+        if rezero_after_step or self.warm_state:
+            self._rezero_after_step()
+        if not self.warm_state:
+            self.zero_optimizer_state()
+
+    def _rezero_after_step(self) -> None:
+        if self._optimizer is not None and self._post_step_hook is None:
+            self._post_step_hook = self._optimizer.register_step_post_hook(self._after_step)
+            self._hook_handles.append(self._post_step_hook)
+
+    def keep_optimizer_state(self) -> None:
+        """From now on: gradients unmasked, optimizer state kept at pruned
+        positions (also when the mask changes), pruned weights zeroed after
+        every step."""
+        self.warm_state = True
+        self._rezero_after_step()
 
     def detach(self) -> None:
         for handle in self._hook_handles:
             handle.remove()
         self._hook_handles = []
+        self._post_step_hook = None
         self._optimizer = None
 
     @torch.no_grad()
@@ -257,6 +279,8 @@ class ParameterMask:
         self.step_count += 1
         for observer in self.grad_observers:
             observer(self)
+        if self.warm_state:
+            return
         for name, param in self.params.items():
             if param.grad is not None:
                 param.grad.mul_(self._keep[name])

@@ -338,7 +338,54 @@ def test_schedule_is_in_epochs_whatever_the_dataset_size():
     from recbole_lth.methods.dsl import schedule
 
     settings = {"dsl_update_epochs": 0.5, "dsl_end_epoch": 30, "dsl_init_ratio": 0.5, "dsl_decay": "cosine",
+                "dsl_min_ratio": 0.0,
                 "epochs": 100}
     small, large = schedule(settings, 40), schedule(settings, 4000)
     assert (small.interval, small.end_step) == (20, 1200) and (large.interval, large.end_step) == (2000, 120000)
     assert schedule({**settings, "dsl_end_epoch": None}, 40).end_step == 4000  # null: every epoch
+
+
+# ------------------------------------------- the authors' variant (options)
+def test_a_ratio_floor_holds_until_t_end_then_the_mask_freezes():
+    schedule = Schedule(interval=10, init_ratio=0.5, end_step=1000, decay="cosine", min_ratio=0.005)
+    assert schedule.fraction(0) == pytest.approx(0.5)
+    assert schedule.fraction(500) == pytest.approx(0.005 + 0.495 / 2)
+    assert schedule.fraction(999) == pytest.approx(0.005, abs=1e-5)  # never below the floor before T_end
+    assert schedule.fraction(1000) == 0.0 and not schedule.is_update_step(1000)
+    with pytest.raises(ConfigError, match="dsl_min_ratio"):
+        settings_for("BPR", "ml-100k", "dsl", config_dict={"dsl_min_ratio": 0.5, "dsl_init_ratio": 0.5})
+
+
+def test_regrow_dropped_lets_a_just_dropped_weight_come_back():
+    masks = {"t": torch.tensor([True, True, False, False])}
+    drop = {"t": torch.tensor([0.1, 5.0, 0.0, 0.0])}  # index 0 is dropped
+    grow = {"t": torch.tensor([9.0, 0.0, 1.0, 2.0])}  # ... and has the highest grow score
+    assert torch.equal(exchange(drop, grow, masks, 1)["t"], torch.tensor([False, True, False, True]))
+    assert torch.equal(exchange(drop, grow, masks, 1, regrow_dropped=True)["t"], masks["t"])
+
+
+def test_warm_state_keeps_adam_tracking_inactive_weights_which_stay_zero():
+    torch.manual_seed(0)
+    model = nn.Embedding(6, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    mask = ParameterMask({"w": model.weight}, {"w": torch.tensor([[True, False]] * 6)})
+    mask.attach(opt)
+    mask.keep_optimizer_state()
+    for _ in range(3):
+        opt.zero_grad()
+        model.weight.sum().backward()  # gradient 1 everywhere, pruned positions too
+        opt.step()
+    assert torch.all(model.weight[:, 1] == 0)  # pruned weights stay exactly zero ...
+    assert torch.allclose(opt.state[model.weight]["exp_avg"][:, 1], torch.full((6,), 1 - 0.9 ** 3))  # ... warm
+    warm = opt.state[model.weight]["exp_avg"][:, 1].clone()
+    mask.set_masks({"w": torch.ones(6, 2, dtype=torch.bool)})  # regrow them
+    assert torch.equal(opt.state[model.weight]["exp_avg"][:, 1], warm) and torch.all(model.weight[:, 1] == 0)
+    # The default (fresh) state: the moments at pruned positions stay zero.
+    fresh = ParameterMask({"w": nn.Embedding(6, 2).weight}, {"w": torch.tensor([[True, False]] * 6)})
+    opt2 = torch.optim.Adam(fresh.params.values(), lr=0.1)
+    fresh.attach(opt2)
+    for _ in range(3):
+        opt2.zero_grad()
+        fresh.params["w"].sum().backward()
+        opt2.step()
+    assert torch.all(opt2.state[fresh.params["w"]]["exp_avg"][:, 1] == 0)

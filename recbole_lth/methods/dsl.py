@@ -18,7 +18,8 @@ from recbole_lth import dynamic
 from recbole_lth.methods.base import Method
 from recbole_lth.methods.rp import random_masks
 from recbole_lth.paths import target_ticket
-from recbole_lth.settings import choice_key, number_key
+from recbole_lth.errors import ConfigError
+from recbole_lth.settings import bool_key, choice_key, number_key
 
 logger = logging.getLogger("recbole_lth")
 
@@ -34,7 +35,20 @@ KEYS = (
     choice_key("dsl_grow", "which inactive weights are regrown: cumulative_gradient (largest |sum of grads| "
                "since training began), accumulated_gradient (since the last exploration), gradient (the paper's: "
                "the update step's batch only), random (SET)", dynamic.GROW_SCORES),
+    number_key("dsl_min_ratio", "ρ's floor until T_end: ρ_t = floor + (ρ0 - floor)·decay (the authors' code: "
+               "0.005, with T_end the last epoch)", 0.0, 1.0, high_open=True),
+    choice_key("dsl_optimizer_state", "fresh: a regrown weight starts at 0 with zero optimizer state (gradients "
+               "masked); warm (the authors' code): gradients never masked, weights zeroed after each step, so "
+               "Adam's moments keep tracking inactive weights", ("fresh", "warm")),
+    bool_key("dsl_regrow_dropped", "a weight dropped at an exploration may be regrown at the same one, keeping "
+             "its value (the authors' code); False: dropped and regrown sets are disjoint"),
 )
+
+
+def check(settings: dict) -> None:
+    if settings["dsl_min_ratio"] >= settings["dsl_init_ratio"]:
+        raise ConfigError("dsl_min_ratio", settings["dsl_min_ratio"],
+                          f"a number in [0, dsl_init_ratio = {settings['dsl_init_ratio']})")
 
 
 def schedule(settings: dict, steps_per_epoch: int) -> dynamic.Schedule:
@@ -46,6 +60,7 @@ def schedule(settings: dict, steps_per_epoch: int) -> dynamic.Schedule:
         init_ratio=settings["dsl_init_ratio"],
         end_step=max(1, round(end_epoch * steps_per_epoch)),
         decay=settings["dsl_decay"],
+        min_ratio=settings["dsl_min_ratio"],
     )
 
 
@@ -54,6 +69,7 @@ def explorer(run) -> dynamic.Explorer:
     return dynamic.Explorer(
         schedule(settings, len(run.train_data)), run.scope, drop=dynamic.DROP_SCORES[settings["dsl_drop"]],
         grow=dynamic.GROW_SCORES[settings["dsl_grow"]](),
+        regrow_dropped=settings["dsl_regrow_dropped"], warm_state=settings["dsl_optimizer_state"] == "warm",
     )
 
 
@@ -71,5 +87,5 @@ METHOD = Method(
     "dsl", "per target RP's random mask trained at that fixed budget with dynamic exploration: every ΔT epochs "
     "drop the ρ_t smallest-|w| active weights and regrow as many inactive ones by their gradient (DSL, Alg. 1); "
     "early stopping counts from T_end",
-    plan, keys=KEYS,
+    plan, keys=KEYS, check=check,
 )
