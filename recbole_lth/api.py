@@ -27,7 +27,8 @@ from recbole_lth.report import write_report_logged
 from recbole_lth.results import read_results
 from recbole_lth.summary import write_summary
 from recbole_lth.settings import (
-    VOLATILE_KEYS, check_common, check_model_and_dataset, check_unknown, merge_settings, run_identity, user_values,
+    check_common, check_model_and_dataset, check_unknown, declared_defaults, differing_keys, legacy_run_identity,
+    merge_settings, run_identity, user_values,
 )
 
 logger = logging.getLogger("recbole_lth")
@@ -81,10 +82,26 @@ def settings_for(model=None, dataset=None, method=None, config_files=None, confi
     return merged, views
 
 
-def default_run_dir(settings: dict) -> Path:
+def plugin_defaults(settings: dict) -> dict:
+    """The values of the plugin's layers for these settings' method(s), with no user input."""
+    return declared_defaults(settings["method"], methods.properties_files)
+
+
+def _identity_dir(settings: dict, suffix: str = "") -> Path:
+    """``<output_root>/<model>-<dataset>-<methods>-<identity><suffix>``; a
+    folder named by the legacy identity (every setting hashed) when it exists
+    and the current one does not, so a run started before is resumed."""
     label = "+".join(methods.names(settings["method"]))
-    name = f"{settings['model']}-{settings['dataset']}-{label}-{run_identity(settings)}"
-    return Path(settings.get("output_root") or "lth_runs") / name
+    root = Path(settings.get("output_root") or "lth_runs")
+    prefix = f"{settings['model']}-{settings['dataset']}-{label}-"
+    defaults = plugin_defaults(settings)
+    current = root / f"{prefix}{run_identity(settings, defaults)}{suffix}"
+    legacy = root / f"{prefix}{legacy_run_identity(settings, defaults)}{suffix}"
+    return legacy if not current.exists() and legacy.exists() else current
+
+
+def default_run_dir(settings: dict) -> Path:
+    return _identity_dir(settings)
 
 
 def _check_run_dir(run_paths: paths.RunPaths, settings: dict) -> None:
@@ -99,8 +116,7 @@ def _check_run_dir(run_paths: paths.RunPaths, settings: dict) -> None:
             f"a folder whose settings.json can be read (it is damaged: {err}); delete that file to run these "
             f"settings in it (finished tickets are only reused if the settings are the same), or use a new run_dir",
         ) from err
-    keys = (set(stored) | set(settings)) - VOLATILE_KEYS
-    differing = sorted(k for k in keys if stored.get(k) != settings.get(k))
+    differing = differing_keys(stored, settings, plugin_defaults(settings))
     if differing:
         raise ConfigError(
             "run_dir", str(run_paths.root),
@@ -396,10 +412,7 @@ class Study:
 
 
 def default_study_dir(settings: dict) -> Path:
-    label = "+".join(methods.names(settings["method"]))
-    identity = run_identity({k: v for k, v in settings.items() if k != "seed"})
-    return Path(settings.get("output_root") or "lth_runs") / f"{settings['model']}-{settings['dataset']}-{label}-" \
-                                                             f"{identity}-seeds"
+    return _identity_dir({k: v for k, v in settings.items() if k != "seed"}, "-seeds")
 
 
 def plan_study(model=None, dataset=None, method=None, config_files=None, config_dict=None, hooks=()) -> Study:
