@@ -212,25 +212,31 @@ def _new_run(checked: _Checked) -> Run:
 
 
 @contextmanager
-def run_lock(run_paths: paths.RunPaths):
-    """One process per run directory (``run.lock``, an OS lock that a killed
-    process releases; the file may stay, it blocks nothing)."""
+def directory_lock(root: Path, lock_file: Path, key: str):
+    """One process per folder (``lock_file``, an OS lock that a killed process
+    releases; the file may stay, it blocks nothing); ``key`` names the folder's
+    setting in the refusal."""
     from filelock import FileLock, Timeout
 
-    run_paths.root.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(run_paths.lock, timeout=0)
+    root.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(lock_file, timeout=0)
     try:
         lock.acquire()
     except Timeout:
         raise ConfigError(
-            "run_dir", str(run_paths.root),
-            "a folder no other process is using: another recbole_lth process is running in it (run.lock); "
-            "wait for it to end, or choose another run_dir",
+            key, str(root),
+            f"a folder no other process is using: another recbole_lth process is running in it ({lock_file.name}); "
+            f"wait for it to end, or choose another {key}",
         ) from None
     try:
         yield
     finally:
         lock.release()
+
+
+def run_lock(run_paths: paths.RunPaths):
+    """One process per run directory (``run.lock``)."""
+    return directory_lock(run_paths.root, run_paths.lock, "run_dir")
 
 
 def prepare(model=None, dataset=None, method=None, config_files=None, config_dict=None) -> Run:

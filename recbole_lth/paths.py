@@ -213,6 +213,11 @@ class TunePaths:
     def results(self) -> Path:
         return self.root / "tuning.csv"
 
+    @property
+    def lock(self) -> Path:
+        """Held while a process tunes in this folder (a second one is refused)."""
+        return self.root / "tune.lock"
+
     def trial_dir(self, number: int) -> Path:
         return self.root / f"trial_{number:03d}"
 
