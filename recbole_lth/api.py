@@ -173,7 +173,7 @@ def _check_everything(model, dataset, method, config_files, config_dict) -> _Che
     notices = []
     if settings.get("use_gpu") and torch.device(config["device"]).type != "cuda":
         notices.append("use_gpu=True, but no CUDA device is available to RecBole: running on the CPU")
-    dataset_obj, train_data, valid_data, test_data = builder.load_data(config, builder.eval_memory(settings))
+    dataset_obj, train_data, valid_data, test_data = builder.load_judgeable_data(settings, config, data_path)
     fingerprint = {"data_path": data_path, **builder.data_fingerprint(train_data, valid_data, test_data)}
     _check_data(run_paths, fingerprint)
     model_obj = builder.new_model(config, train_data.dataset)
