@@ -266,6 +266,10 @@ def save_tensors(path, payload) -> Path:
     """``torch.save`` of tensors and plain data, atomically."""
     path = Path(path)
     tmp = _temporary(path)
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # nothing half-written stays behind
+        raise
     return path

@@ -45,3 +45,36 @@ def test_recbole_data_errors_are_one_line_naming_the_file(tmp_path, capsys):
     data_path = _dataset(tmp_path, "oneuser", [(1, i) for i in range(1, 31)])
     err = _refused(tmp_path, capsys, data_path, "oneuser")
     assert err.startswith("recbole_lth: invalid dataset=") and "oneuser.inter" in err
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_export_to_an_existing_folder_a_damaged_search_and_a_foreign_folder_are_one_line(tmp_path, capsys,
+                                                                                         tiny_data):
+    data_path, dataset = tiny_data
+    run_dir = tmp_path / "run"
+    command = ["--model=BPR", f"--dataset={dataset}", f"--data_path={data_path}", "--method=eb",
+               "--target_sparsities=[0.5]", "--epochs=1", "--eb_max_epochs=2", "--embedding_size=8",
+               "--state=WARNING", "--progress=False", f"--run_dir={run_dir}"]
+    assert main(command) == 0
+    ticket = "eb_0.5"
+    assert (run_dir / "tickets" / ticket / "ticket.pt").is_file()
+    capsys.readouterr()
+
+    def one_line(argv, status):
+        assert main(argv) == status
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("recbole_lth:")]
+        assert len(err) == 1, err
+        return err[0]
+
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    for fmt in ("compact", "recbole"):
+        err = one_line(["export", str(run_dir), ticket, f"--out={folder}", f"--format={fmt}"], 2)
+        assert f"--out={folder}" in err and "not an existing folder" in err
+    assert list(folder.iterdir()) == [] and list(tmp_path.glob("**/.*.tmp")) == []
+    err = one_line(["export", str(tmp_path / "data"), ticket], 2)
+    assert "is not a recbole_lth run directory" in err
+    search = run_dir / "search" / "eb.pt"
+    search.write_bytes(search.read_bytes()[:100])  # truncated
+    err = one_line(command, 1)
+    assert "the eb search of this run cannot be read" in err and str(search) in err
