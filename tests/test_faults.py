@@ -58,6 +58,10 @@ def test_export_to_an_existing_folder_a_damaged_search_and_a_foreign_folder_are_
     assert main(command) == 0
     ticket = "eb_0.5"
     assert (run_dir / "tickets" / ticket / "ticket.pt").is_file()
+    # The same run given twice is compared once.
+    assert main(["compare", str(run_dir), f"{run_dir}/.", "--out", str(tmp_path / "cmp")]) == 0
+    compared = (tmp_path / "cmp" / "comparison.csv").read_text().splitlines()
+    assert len(compared) == len((run_dir / "results.csv").read_text().splitlines())
     capsys.readouterr()
 
     def one_line(argv, status):
