@@ -27,7 +27,8 @@ from recbole_lth.report import write_report_logged
 from recbole_lth.results import read_results
 from recbole_lth.summary import write_summary
 from recbole_lth.settings import (
-    VOLATILE_KEYS, check_common, check_model_and_dataset, check_unknown, merge_settings, run_identity, user_values,
+    check_common, check_model_and_dataset, check_unknown, declared_defaults, differing_keys, legacy_run_identity,
+    merge_settings, run_identity, user_values,
 )
 
 logger = logging.getLogger("recbole_lth")
@@ -81,10 +82,26 @@ def settings_for(model=None, dataset=None, method=None, config_files=None, confi
     return merged, views
 
 
-def default_run_dir(settings: dict) -> Path:
+def plugin_defaults(settings: dict) -> dict:
+    """The values of the plugin's layers for these settings' method(s), with no user input."""
+    return declared_defaults(settings["method"], methods.properties_files)
+
+
+def _identity_dir(settings: dict, suffix: str = "") -> Path:
+    """``<output_root>/<model>-<dataset>-<methods>-<identity><suffix>``; a
+    folder named by the legacy identity (every setting hashed) when it exists
+    and the current one does not, so a run started before is resumed."""
     label = "+".join(methods.names(settings["method"]))
-    name = f"{settings['model']}-{settings['dataset']}-{label}-{run_identity(settings)}"
-    return Path(settings.get("output_root") or "lth_runs") / name
+    root = Path(settings.get("output_root") or "lth_runs")
+    prefix = f"{settings['model']}-{settings['dataset']}-{label}-"
+    defaults = plugin_defaults(settings)
+    current = root / f"{prefix}{run_identity(settings, defaults)}{suffix}"
+    legacy = root / f"{prefix}{legacy_run_identity(settings, defaults)}{suffix}"
+    return legacy if not current.exists() and legacy.exists() else current
+
+
+def default_run_dir(settings: dict) -> Path:
+    return _identity_dir(settings)
 
 
 def _check_run_dir(run_paths: paths.RunPaths, settings: dict) -> None:
@@ -99,8 +116,7 @@ def _check_run_dir(run_paths: paths.RunPaths, settings: dict) -> None:
             f"a folder whose settings.json can be read (it is damaged: {err}); delete that file to run these "
             f"settings in it (finished tickets are only reused if the settings are the same), or use a new run_dir",
         ) from err
-    keys = (set(stored) | set(settings)) - VOLATILE_KEYS
-    differing = sorted(k for k in keys if stored.get(k) != settings.get(k))
+    differing = differing_keys(stored, settings, plugin_defaults(settings))
     if differing:
         raise ConfigError(
             "run_dir", str(run_paths.root),
@@ -157,7 +173,7 @@ def _check_everything(model, dataset, method, config_files, config_dict) -> _Che
     notices = []
     if settings.get("use_gpu") and torch.device(config["device"]).type != "cuda":
         notices.append("use_gpu=True, but no CUDA device is available to RecBole: running on the CPU")
-    dataset_obj, train_data, valid_data, test_data = builder.load_data(config, builder.eval_memory(settings))
+    dataset_obj, train_data, valid_data, test_data = builder.load_judgeable_data(settings, config, data_path)
     fingerprint = {"data_path": data_path, **builder.data_fingerprint(train_data, valid_data, test_data)}
     _check_data(run_paths, fingerprint)
     model_obj = builder.new_model(config, train_data.dataset)
@@ -196,25 +212,31 @@ def _new_run(checked: _Checked) -> Run:
 
 
 @contextmanager
-def run_lock(run_paths: paths.RunPaths):
-    """One process per run directory (``run.lock``, an OS lock that a killed
-    process releases; the file may stay, it blocks nothing)."""
+def directory_lock(root: Path, lock_file: Path, key: str):
+    """One process per folder (``lock_file``, an OS lock that a killed process
+    releases; the file may stay, it blocks nothing); ``key`` names the folder's
+    setting in the refusal."""
     from filelock import FileLock, Timeout
 
-    run_paths.root.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(run_paths.lock, timeout=0)
+    root.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(lock_file, timeout=0)
     try:
         lock.acquire()
     except Timeout:
         raise ConfigError(
-            "run_dir", str(run_paths.root),
-            "a folder no other process is using: another recbole_lth process is running in it (run.lock); "
-            "wait for it to end, or choose another run_dir",
+            key, str(root),
+            f"a folder no other process is using: another recbole_lth process is running in it ({lock_file.name}); "
+            f"wait for it to end, or choose another {key}",
         ) from None
     try:
         yield
     finally:
         lock.release()
+
+
+def run_lock(run_paths: paths.RunPaths):
+    """One process per run directory (``run.lock``)."""
+    return directory_lock(run_paths.root, run_paths.lock, "run_dir")
 
 
 def prepare(model=None, dataset=None, method=None, config_files=None, config_dict=None) -> Run:
@@ -396,10 +418,7 @@ class Study:
 
 
 def default_study_dir(settings: dict) -> Path:
-    label = "+".join(methods.names(settings["method"]))
-    identity = run_identity({k: v for k, v in settings.items() if k != "seed"})
-    return Path(settings.get("output_root") or "lth_runs") / f"{settings['model']}-{settings['dataset']}-{label}-" \
-                                                             f"{identity}-seeds"
+    return _identity_dir({k: v for k, v in settings.items() if k != "seed"}, "-seeds")
 
 
 def plan_study(model=None, dataset=None, method=None, config_files=None, config_dict=None, hooks=()) -> Study:

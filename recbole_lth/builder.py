@@ -71,17 +71,22 @@ def resolve_data_path(settings: dict) -> str:
     )
 
 
+def inter_files(settings: dict, data_path: str) -> list[str]:
+    """The paths of the ``.inter`` files RecBole reads for these settings."""
+    dataset = settings["dataset"]
+    benchmark = settings.get("benchmark_filename")
+    names = [f"{dataset}.{part}.inter" for part in benchmark] if benchmark else [f"{dataset}.inter"]
+    return [os.path.join(data_path, dataset, name) for name in names]
+
+
 def check_atomic_files(settings: dict, data_path: str) -> None:
     """The ``.inter`` files RecBole will read: a header of ``name:type``
     fields holding the user and item id fields, and at least one row.
     RecBole itself fails on these with a traceback deep in pandas."""
     dataset = settings["dataset"]
-    benchmark = settings.get("benchmark_filename")
-    names = [f"{dataset}.{part}.inter" for part in benchmark] if benchmark else [f"{dataset}.inter"]
     separator = settings.get("field_separator") or "\t"
     wanted = [settings.get("USER_ID_FIELD") or "user_id", settings.get("ITEM_ID_FIELD") or "item_id"]
-    for name in names:
-        path = os.path.join(data_path, dataset, name)
+    for path in inter_files(settings, data_path):
         with open(path, errors="replace") as f:
             header = f.readline().rstrip("\r\n")
             first_row = f.readline().strip()
@@ -210,6 +215,35 @@ def load_data(config, eval_memory_mb: float | None = None):
     if eval_memory_mb:
         config["eval_batch_size"] = full_sort_batch_size(config, dataset.item_num, eval_memory_mb)
     return (dataset, *data_preparation(config, dataset))
+
+
+def load_judgeable_data(settings: dict, config, data_path: str):
+    """``load_data``, refusing (one line) data on which no ticket can be
+    judged: RecBole's own data errors, a validation or test split with no
+    user, and a K of ``topk`` not below the number of items (every ranking
+    would hold every item: Recall@K = 1)."""
+    files = " ".join(inter_files(settings, data_path))
+    try:
+        loaded = load_data(config, eval_memory(settings))
+    except ValueError as err:
+        raise ConfigError("dataset", files, f"data RecBole can load and split (it failed: "
+                                            f"{' '.join(str(err).split())[:300]})") from None
+    dataset, train, valid, test = loaded
+    for name, loader in (("validation", valid), ("test", test)):
+        split = loader.dataset
+        if len(split.inter_feat) == 0 or split.inter_feat[split.uid_field].unique().numel() == 0:
+            raise ConfigError(
+                "dataset", files,
+                f"data whose {name} split has users: it has none (eval_args split {config['eval_args']['split']}, "
+                f"{len(train.dataset.inter_feat)} interactions of {dataset.user_num - 1} users); each user needs "
+                f"enough interactions for every split (e.g. 3 or more for 8:1:1)",
+            )
+    items = dataset.item_num - 1  # RecBole's id 0 is padding
+    topk = config["topk"] if isinstance(config["topk"], list) else [config["topk"]]
+    if max(topk) >= items:
+        raise ConfigError("topk", config["topk"], f"every K below the number of items ({items}): at K >= items "
+                                                  f"every ranking holds every item and Recall@K is 1")
+    return loaded
 
 
 def eval_memory(settings: dict) -> float | None:

@@ -54,6 +54,9 @@ def _change(value: float, reference) -> str:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "export" and args.out and os.path.isdir(args.out):
+            raise ValueError(f"--out={args.out}: allowed values are the path of a file to write, not an existing "
+                             f"folder (e.g. {os.path.join(args.out, args.ticket + '.pt')})")
         if args.command == "report":
             if args.buckets < 1:
                 raise ValueError(f"--buckets={args.buckets}: allowed values are whole numbers >= 1")

@@ -151,7 +151,12 @@ def seed_group_section(runs, out_dir: Path) -> list[str]:
 
 def compare(run_dirs, out_dir="lth_compare") -> Path:
     """Merge the runs into ``out_dir``; returns the path of ``comparison.md``."""
-    run_dirs = [Path(d) for d in run_dirs]
+    unique, seen = [], set()
+    for run_dir in map(Path, run_dirs):  # a run given twice is compared once
+        if run_dir.resolve() not in seen:
+            seen.add(run_dir.resolve())
+            unique.append(run_dir)
+    run_dirs = unique
     missing = [str(d) for d in run_dirs if not paths.RunPaths(d).results.is_file()]
     if missing:
         raise FileNotFoundError(f"no results.csv in: {', '.join(missing)}")

@@ -209,7 +209,13 @@ class Run:
                     self.count_trained()
                     return result["masks"], result["meta"]
         logger.info(f"{self.method}: search already done, loaded from {path}")
-        stored = checkpoint.load(path)
+        try:
+            stored = checkpoint.load(path)
+        except ValueError as err:  # truncated, or not ours
+            raise RunDamaged(
+                f"the {self.method} search of this run cannot be read ({err}); delete {path} and re-run to search "
+                f"again (every finished ticket is kept)"
+            ) from err
         return stored["masks"], stored["meta"]
 
     def claimed(self, key: str):

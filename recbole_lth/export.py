@@ -131,10 +131,18 @@ def pack(state_dict: dict, masks: dict, meta: dict | None = None, values: str = 
     }
 
 
+def _run_directory(run_dir) -> paths.RunPaths:
+    """``run_dir``'s paths; a folder that is not a run directory is refused."""
+    run_paths = paths.RunPaths(run_dir)
+    if not run_paths.settings.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a recbole_lth run directory (it has no {run_paths.settings.name})")
+    return run_paths
+
+
 def export_ticket(run_dir, ticket: str, out=None, values: str = "fp32") -> Path:
     """Write ``run_dir/exports/<ticket>.pt`` (``<ticket>.<values>.pt`` for
     fp16/int8) as a compact export; returns its path."""
-    run_paths = paths.RunPaths(run_dir)
+    run_paths = _run_directory(run_dir)
     source = run_paths.ticket_weights(ticket)
     if not source.is_file():
         available = run_paths.stored_tickets()
@@ -342,7 +350,7 @@ def deployed_model(run_dir, ticket: str):
     model: ``small_dense`` with its widths; ``lcm`` as what is deployed, the
     projected tables E = E_teacher·W + b at width d′ (the frozen teacher table
     is a training device, not part of the model)."""
-    run_paths = paths.RunPaths(run_dir)
+    run_paths = _run_directory(run_dir)
     if not run_paths.ticket_result(ticket).is_file():
         raise FileNotFoundError(f"no finished ticket {ticket!r} in {run_dir} "
                                 f"(tickets: {', '.join(run_paths.stored_tickets()) or 'none'})")

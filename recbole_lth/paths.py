@@ -213,6 +213,11 @@ class TunePaths:
     def results(self) -> Path:
         return self.root / "tuning.csv"
 
+    @property
+    def lock(self) -> Path:
+        """Held while a process tunes in this folder (a second one is refused)."""
+        return self.root / "tune.lock"
+
     def trial_dir(self, number: int) -> Path:
         return self.root / f"trial_{number:03d}"
 
@@ -261,6 +266,10 @@ def save_tensors(path, payload) -> Path:
     """``torch.save`` of tensors and plain data, atomically."""
     path = Path(path)
     tmp = _temporary(path)
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # nothing half-written stays behind
+        raise
     return path

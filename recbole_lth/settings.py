@@ -338,8 +338,64 @@ def check_unknown(given: dict, known: set[str]) -> None:
             raise UnknownKey(key, given[key], close[0] if close else None)
 
 
-def run_identity(settings: dict) -> str:
-    """Short hash of everything that changes what a run computes."""
-    relevant = {k: v for k, v in settings.items() if k not in VOLATILE_KEYS}
+# The keys model, dataset and method always name a run; every other key counts
+# only where it differs from the plugin's declared defaults (OpenLTH's rule).
+IDENTITY_KEYS = ("model", "dataset", "method")
+
+# The plugin's default keys when a run's identity hashed every stored setting,
+# defaults included (up to 1.2.1's first plugin releases).  A key a later
+# release adds at its default is left out of that old hash too, so a run
+# directory made then is still found by the same command.
+LEGACY_DEFAULT_KEYS = frozenset({
+    "dense_weight_decays", "dsl_decay", "dsl_drop", "dsl_end_epoch", "dsl_grow", "dsl_init_ratio",
+    "dsl_update_epochs", "eb_epsilon", "eb_max_epochs", "eb_window", "epochs", "eval_memory_mb", "eval_step",
+    "executor", "fused_optimizer", "kd_teacher", "kd_temperature", "kd_topk", "kd_type", "kd_weight", "method",
+    "metrics", "output_root", "pep_granularity", "pep_init", "pep_lr", "pep_pressure", "pep_schedule_epochs",
+    "pep_weight_decay", "progress", "prune_params", "prune_rate", "prune_scope", "ray_address", "rewind_epoch",
+    "rounds", "run_dir", "seeds", "show_progress", "snip_batches", "stopping_step", "target_sparsities",
+    "target_sparsity", "topk", "valid_metric", "worker_threads", "workers",
+})
+
+_MISSING = object()
+
+
+def declared_defaults(method, method_files: Callable[[str], list[str]] | None = None) -> dict:
+    """The plugin layers' values with no user input: ``overall.yaml`` and the
+    properties files of ``method`` (a name or a study's list), merged."""
+    return merge_settings(method=method, config_files=[], config_dict={}, method_files=method_files)
+
+
+def _same(a, b) -> bool:
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def _hash(relevant: dict) -> str:
     blob = json.dumps(relevant, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:8]
+
+
+def run_identity(settings: dict, defaults: dict) -> str:
+    """Short hash of what changes what a run computes: model, dataset, method
+    and every key whose value differs from ``defaults`` (``declared_defaults``),
+    so a key a release adds at its default changes no run's identity."""
+    return _hash({k: v for k, v in settings.items() if k not in VOLATILE_KEYS
+                  and (k in IDENTITY_KEYS or k not in defaults or not _same(v, defaults[k]))})
+
+
+def legacy_run_identity(settings: dict, defaults: dict) -> str:
+    """The identity run directories were named by before ``run_identity``:
+    every stored setting, defaults included, but no key added since
+    (``LEGACY_DEFAULT_KEYS``) while it holds its default."""
+    return _hash({k: v for k, v in settings.items() if k not in VOLATILE_KEYS
+                  and not (k in defaults and k not in LEGACY_DEFAULT_KEYS and _same(v, defaults[k]))})
+
+
+def differing_keys(stored: dict, settings: dict, defaults: dict) -> list[str]:
+    """The keys (not volatile) whose values differ between a run directory's
+    stored settings and these; a key missing from one side counts as its
+    default (a key added since that run was started, at its default, is equal)."""
+    def value(values, key):
+        return values[key] if key in values else defaults.get(key, _MISSING)
+
+    keys = (set(stored) | set(settings)) - VOLATILE_KEYS
+    return sorted(k for k in keys if value(stored, k) != value(settings, k))

@@ -15,7 +15,11 @@ the method's ticket(s) at the requested sparsity: the last round of
 (TPE, as RecBole's hyperopt-based ``HyperTuning``): its median pruner stops a
 poor trial from the validation metric of every evaluated epoch, and its
 journal file (``study.log``) resumes a study, so finished trials are not
-redone.  ``tuning.csv`` has one row per trial.
+redone: a trial a killed process left running is marked failed and its
+values are tried again, and a trial whose loss became NaN is a failed row
+(the study goes on).  ``tune.lock`` keeps a second process out of the
+tuning directory, and every value of every range is checked before the
+first trial.  ``tuning.csv`` has one row per trial.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from time import perf_counter
 
 from recbole_lth import api, methods, paths
 from recbole_lth.engine import TicketHook
-from recbole_lth.errors import ConfigError
+from recbole_lth.errors import ConfigError, TrainingDiverged
 from recbole_lth.settings import parse_value
 
 logger = logging.getLogger("recbole_lth")
@@ -69,24 +73,62 @@ def read_params_file(path) -> dict[str, tuple]:
 
 def sample(trial, space: dict) -> dict:
     """One trial's values (Optuna's suggestions, in the params file's terms)."""
-    values = {}
+    suggested = {}
     for name, (kind, spec) in space.items():
         if kind == "choice":
-            primitive = all(isinstance(v, (bool, int, float, str)) or v is None for v in spec)
-            if primitive:
-                values[name] = trial.suggest_categorical(name, spec)
-            else:  # lists (mlp_hidden_size): choose among their texts
-                values[name] = parse_value(trial.suggest_categorical(name, [repr(v) for v in spec]))
+            # lists (mlp_hidden_size): Optuna chooses among their texts
+            suggested[name] = trial.suggest_categorical(name, spec if _primitive(spec) else [repr(v) for v in spec])
         elif kind == "uniform":
-            values[name] = trial.suggest_float(name, spec[0], spec[1])
+            suggested[name] = trial.suggest_float(name, spec[0], spec[1])
         elif kind == "loguniform":
-            values[name] = trial.suggest_float(name, math.exp(spec[0]), math.exp(spec[1]), log=True)
+            suggested[name] = trial.suggest_float(name, math.exp(spec[0]), math.exp(spec[1]), log=True)
         else:
-            low, high, q = spec
-            values[name] = trial.suggest_float(name, low, high, step=q)
-            if float(values[name]).is_integer() and all(float(x).is_integer() for x in spec):
-                values[name] = int(values[name])
+            suggested[name] = trial.suggest_float(name, spec[0], spec[1], step=spec[2])
+    return in_file_terms(space, suggested)
+
+
+def _primitive(values: list) -> bool:
+    return all(isinstance(v, (bool, int, float, str)) or v is None for v in values)
+
+
+def in_file_terms(space: dict, params: dict) -> dict:
+    """Optuna's stored parameters as the params file states them (a list
+    choice parsed back from its text, a whole quniform as an int)."""
+    values = {}
+    for name, value in params.items():
+        kind, spec = space.get(name, ("uniform", None))
+        if kind == "choice" and not _primitive(spec):
+            value = parse_value(value)
+        elif kind == "quniform" and float(value).is_integer() and all(float(x).is_integer() for x in spec):
+            value = int(value)
+        values[name] = value
     return values
+
+
+def range_values(kind: str, spec: list) -> list:
+    """The values of a range the checks must see: every choice, and both ends
+    of an interval (every declared check of a number is an interval)."""
+    if kind == "choice":
+        return list(spec)
+    if kind == "loguniform":
+        return [math.exp(spec[0]), math.exp(spec[1])]
+    if kind == "quniform":
+        low, high, q = spec
+        top = low + q * math.floor((high - low) / q + 1e-9)
+        return [in_file_terms({"v": (kind, spec)}, {"v": v})["v"] for v in (low, top)]
+    return [spec[0], spec[1]]
+
+
+def check_space(space: dict, model, dataset, method, config_files, config_dict: dict) -> tuple[dict, dict]:
+    """Every value of every range checked before the first trial (each with
+    the other parameters at their first value); the settings and views at
+    those first values."""
+    first = {name: range_values(kind, spec)[0] for name, (kind, spec) in space.items()}
+    settings, views = api.settings_for(model, dataset, method, config_files, {**config_dict, **first})
+    for name, (kind, spec) in space.items():
+        for value in range_values(kind, spec)[1:]:
+            api.settings_for(model, dataset, method, config_files, {**config_dict, **first, name: value})
+    return settings, views
 
 
 class PruneOnValidation(TicketHook):
@@ -127,64 +169,124 @@ def _mean(rows: list[dict], key: str):
     return sum(values) / len(values) if values else None
 
 
+def _tell(study, number: int, row: dict) -> None:
+    """Tell Optuna the outcome a trial's row records (interrupted: failed)."""
+    from optuna.trial import TrialState
+
+    if row["state"] == "complete":
+        study.tell(number, row["objective"])
+    else:
+        study.tell(number, state=TrialState.PRUNED if row["state"] == "pruned" else TrialState.FAIL)
+
+
+def _resume(study, where: paths.TunePaths, space: dict) -> list[dict]:
+    """The rows of the study's trials so far.  A trial left RUNNING by a
+    process that died is marked failed (its row: ``interrupted``) and its
+    values are enqueued, so the next trial tries them again; one that had
+    written its row before the process died is told that row's outcome."""
+    from optuna.trial import TrialState
+
+    rows = []
+    for trial in study.trials:
+        row_path = where.trial_row(trial.number)
+        row = paths.read_json(row_path) if row_path.is_file() else None
+        if trial.state == TrialState.RUNNING:
+            if row is None:
+                study.enqueue_trial(trial.params)
+                params = in_file_terms(space, trial.params)
+                row = {"trial": trial.number, **{f"param[{k}]": v for k, v in params.items()},
+                       "run_dir": str(where.trial_dir(trial.number)), "state": "interrupted",
+                       "note": "the process ended during this trial; its values are tried again in the next trial"}
+                paths.write_json(row_path, row)
+            _tell(study, trial.number, row)
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+def _evaluated(rows: list[dict]) -> int:
+    """Trials that count towards max_evals: all but the interrupted ones."""
+    return sum(r["state"] != "interrupted" for r in rows)
+
+
 def tune(params_file, max_evals: int, model=None, dataset=None, method=None, config_files=None,
          config_dict=None, tune_dir=None) -> Path:
-    """Run (or resume) a study of ``max_evals`` trials; returns ``tuning.csv``."""
+    """Run (or resume) a study of ``max_evals`` trials; returns ``tuning.csv``.
+
+    Resuming continues the same study: the sampler of trial k (k trials
+    evaluated before it: complete, pruned or failed) is seeded with seed + k,
+    so a resumed study samples what the uninterrupted one did.  What differs
+    after an interruption: the interrupted trial stays in ``tuning.csv`` as
+    ``interrupted`` (failed in Optuna, not counted) and the next trial
+    number retries its values in a run directory of its own, so every later
+    trial's number is one higher."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
+    if params_file is None:
+        raise ConfigError("params_file", None, f"--params_file=FILE, a file of {PARAMS_ALLOWED}")
     space = read_params_file(params_file)
     if not isinstance(max_evals, int) or isinstance(max_evals, bool) or max_evals < 1:
         raise ConfigError("max_evals", max_evals, "a whole number >= 1")
     config_dict = dict(config_dict or {})
-    # Checked with one value of each parameter (an unknown name is a typo).
-    example = {name: spec[0] if kind in ("choice", "uniform", "quniform") else math.exp(spec[0])
-               for name, (kind, spec) in space.items()}
-    settings, views = api.settings_for(model, dataset, method, config_files, {**config_dict, **example})
+    settings, views = check_space(space, model, dataset, method, config_files, config_dict)
     if len(views) != 1:
         raise ConfigError("method", settings["method"], "one method per tuning study")
     method_name = next(iter(views))
     where = paths.TunePaths(tune_dir or Path(settings.get("output_root") or "lth_runs") /
                             f"tune-{settings['model']}-{settings['dataset']}-{method_name}")
-    where.root.mkdir(parents=True, exist_ok=True)
+    seed = int(settings.get("seed", 2020))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name="recbole_lth", direction="maximize" if settings.get("valid_metric_bigger", True) else "minimize",
-        storage=JournalStorage(JournalFileBackend(str(where.study))), load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=int(settings.get("seed", 2020))),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
-    )
-    done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
-    rows = [paths.read_json(where.trial_row(t.number)) for t in done if where.trial_row(t.number).is_file()]
-    for _ in range(max_evals - len(done)):
-        trial = study.ask()
-        values = sample(trial, space)
-        run_dir = where.trial_dir(trial.number)
-        started = perf_counter()
-        row = {"trial": trial.number, **{f"param[{k}]": v for k, v in values.items()}, "run_dir": str(run_dir)}
-        try:
-            result = api.run(model, dataset, method, config_files, {**config_dict, **values, "run_dir": str(run_dir)},
-                             hooks=[PruneOnValidation(trial)])
-        except optuna.TrialPruned as pruned:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            row.update(state="pruned", note=str(pruned))
-        else:
-            chosen = objective_rows(result.rows, method_name, views[method_name])
-            metric = f"valid_{str(settings['valid_metric']).lower()}"
-            value = _mean(chosen, metric)
-            study.tell(trial, value)
-            row.update(state="complete", objective=value, tickets=" ".join(r["ticket"] for r in chosen))
-            for key in sorted({k for r in chosen for k in r if k.startswith(("valid_", "test_"))}):
-                row[key] = _mean(chosen, key)
-        row["seconds"] = round(perf_counter() - started, 1)
-        paths.write_json(where.trial_row(trial.number), row)
-        rows.append(row)
-        paths.write_csv(where.results, sorted(rows, key=lambda r: r["trial"]))
-    path = paths.write_csv(where.results, sorted(rows, key=lambda r: r["trial"]))
-    complete = [r for r in rows if r.get("objective") is not None]
+    with api.directory_lock(where.root, where.lock, "tune_dir"):
+        study = optuna.create_study(
+            study_name="recbole_lth", direction="maximize" if settings.get("valid_metric_bigger", True) else "minimize",
+            storage=JournalStorage(JournalFileBackend(str(where.study))), load_if_exists=True,
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+        )
+        rows = _resume(study, where, space)
+        while _evaluated(rows) < max_evals:
+            study.sampler = optuna.samplers.TPESampler(seed=seed + _evaluated(rows))
+            rows.append(_trial(study, space, where, method_name, settings, views[method_name],
+                               (model, dataset, method, config_files, config_dict)))
+            paths.write_csv(where.results, sorted(rows, key=lambda r: r["trial"]))
+        path = paths.write_csv(where.results, sorted(rows, key=lambda r: r["trial"]))
+    complete = [r for r in rows if r.get("state") == "complete"]
     if complete:
         best = max(complete, key=lambda r: r["objective"])
         logger.info(f"tune: best trial {best['trial']}: {best['objective']:.4f} with "
                     f"{ {k[6:-1]: v for k, v in best.items() if k.startswith('param[')} }")
     return path
+
+
+def _trial(study, space, where, method_name, settings, view, args) -> dict:
+    """One trial: its search, its row (written before Optuna is told)."""
+    import optuna
+
+    model, dataset, method, config_files, config_dict = args
+    trial = study.ask()
+    values = sample(trial, space)
+    run_dir = where.trial_dir(trial.number)
+    started = perf_counter()
+    row = {"trial": trial.number, **{f"param[{k}]": v for k, v in values.items()}, "run_dir": str(run_dir)}
+    try:
+        result = api.run(model, dataset, method, config_files, {**config_dict, **values, "run_dir": str(run_dir)},
+                         hooks=[PruneOnValidation(trial)])
+    except optuna.TrialPruned as pruned:
+        row.update(state="pruned", note=str(pruned))
+    except TrainingDiverged as err:  # recorded as failed; the study goes on
+        row.update(state="failed", note=str(err))
+    else:
+        chosen = objective_rows(result.rows, method_name, view)
+        value = _mean(chosen, f"valid_{str(settings['valid_metric']).lower()}")
+        if value is None or not math.isfinite(value):
+            row.update(state="failed", note=f"the objective is not a number ({value}): no valid metric of "
+                                            f"{' '.join(r['ticket'] for r in chosen) or 'any ticket'}")
+        else:
+            row.update(state="complete", objective=value, tickets=" ".join(r["ticket"] for r in chosen))
+            for key in sorted({k for r in chosen for k in r if k.startswith(("valid_", "test_"))}):
+                row[key] = _mean(chosen, key)
+    row["seconds"] = round(perf_counter() - started, 1)
+    paths.write_json(where.trial_row(trial.number), row)
+    _tell(study, trial.number, row)
+    return row
