@@ -17,17 +17,16 @@ from pathlib import Path
 
 import torch
 
-from recbole_lth import builder, distill, distributed, methods, parallel, paths
+from recbole_lth import backbones, builder, distill, distributed, methods, parallel, paths
 from recbole_lth.engine import Run
 from recbole_lth.errors import ConfigError
-from recbole_lth.masking import select_prunable, table_axes
 from recbole_lth.popularity import save_popularity, save_table_axes
 from recbole_lth.progress import Progress
 from recbole_lth.report import write_report_logged
 from recbole_lth.results import read_results
 from recbole_lth.summary import write_summary
 from recbole_lth.settings import (
-    check_common, check_model_and_dataset, check_unknown, declared_defaults, differing_keys, legacy_run_identity,
+    check_common, check_dataset, check_unknown, declared_defaults, differing_keys, legacy_run_identity,
     merge_settings, run_identity, user_values,
 )
 
@@ -60,7 +59,8 @@ def settings_for(model=None, dataset=None, method=None, config_files=None, confi
     stored and hashed); each method trains with its own view: overall <
     that method's properties < the user's files and overrides."""
     merged = merge_settings(model, dataset, method, config_files, config_dict, methods.properties_files)
-    check_model_and_dataset(merged)
+    backbones.check_model(merged.get("model"))
+    check_dataset(merged)
     given = user_values(config_files, config_dict)
     known = set(methods.all_keys()) | builder.recbole_keys(merged["model"], merged["dataset"]) | {"method"}
     check_unknown(given, known)
@@ -177,7 +177,7 @@ def _check_everything(model, dataset, method, config_files, config_dict) -> _Che
     fingerprint = {"data_path": data_path, **builder.data_fingerprint(train_data, valid_data, test_data)}
     _check_data(run_paths, fingerprint)
     model_obj = builder.new_model(config, train_data.dataset)
-    prunable = select_prunable(model_obj, settings["prune_params"])
+    prunable = backbones.prunable(model_obj, settings["prune_params"])
     numels = {n: p.numel() for n, p in prunable.items()}
     for view in views.values():
         methods.check_counts(view, numels)
@@ -197,7 +197,7 @@ def _write(checked: _Checked) -> Run:
     paths.write_text(run_paths.config, builder.plain_config(checked.config))
     train_data = checked.data[0]
     save_popularity(run_paths, train_data.dataset)  # training-split counts for the report
-    save_table_axes(run_paths, table_axes(checked.model, list(checked.prunable)),
+    save_table_axes(run_paths, backbones.table_axes(checked.model, list(checked.prunable)),
                     {n: p.shape for n, p in checked.prunable.items()})
     logger.info(str(checked.dataset))
     run = _new_run(checked)

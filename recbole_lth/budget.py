@@ -8,17 +8,10 @@ table size over the same tables, ``sparsity`` = 1 - their ratio, and
 """
 from __future__ import annotations
 
-import math
-
 from torch import nn
 
 from recbole_lth.engine import TicketHook
 from recbole_lth.errors import ConfigError
-
-
-def shrunk(width: int, sparsity: float) -> int:
-    """⌈width·(1-s)⌉ (at least 1): the width whose tables hold (1-s) of the parameters."""
-    return max(1, math.ceil(width * (1.0 - sparsity) - 1e-9))
 
 
 def clamp_note(target: float, reached: float) -> str:

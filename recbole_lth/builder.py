@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import torch
 import yaml
 
-from recbole_lth import distributed
+from recbole_lth import backbones, distributed
 from recbole_lth.errors import ConfigError
 
 
@@ -179,17 +179,12 @@ def seed(config) -> None:
 
 def score_width(config) -> int:
     """Floats held per (user, item) score while full-sort evaluation scores
-    a batch: 1 for a dot-product scorer (BPR, LightGCN: one users x items
-    block), a few for the autoencoders (input row, output row, activation),
-    and for NeuMF, which RecBole scores pair by pair, every pair's gathered
-    embeddings and MLP activations."""
-    model = config["model"]
-    if model == "NeuMF":
-        mf, mlp = config["mf_embedding_size"], config["mlp_embedding_size"]
-        return 3 * mf + 4 * mlp + sum(config["mlp_hidden_size"]) + 1
-    if model in ("MultiVAE", "CDAE"):
-        return 3
-    return 1
+    a batch, as the backbone declares it: 1 for a dot-product scorer (BPR,
+    LightGCN: one users x items block), a few for the autoencoders (input
+    row, output row, activation), NeuMF's every pair's activations.  An
+    undeclared model: 1, RecBole's own reading of ``eval_batch_size``."""
+    declared = backbones.get(config["model"])
+    return declared.score_width(config) if declared is not None else 1
 
 
 def full_sort_batch_size(config, n_items: int, memory_mb: float) -> int:

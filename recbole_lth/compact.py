@@ -26,13 +26,11 @@ A RecBole model whose prunable tables are replaced by :class:`CompactEmbedding`
 evaluator and a user's code call ``predict``/``full_sort_predict`` as usual;
 rows are materialised on lookup and a full-sort pass streams the item table
 in chunks of :attr:`CompactTable.chunk_rows` rows, so no dense copy of a
-pruned table exists.  LightGCN is the exception the format cannot remove:
-its stored (layer-0) tables stay compact and its first propagation streams
-them, but the propagated embeddings it scores with are dense, as in RecBole.
+pruned table exists.  What a backbone's scoring changes for that (BPR's
+streamed full sort, LightGCN's streamed first propagation) is declared with
+the backbone (``recbole_lth/backbones/``).
 """
 from __future__ import annotations
-
-import types
 
 import torch
 from torch import nn
@@ -323,70 +321,15 @@ def stream_scores(queries: torch.Tensor, table: CompactTable) -> torch.Tensor:
     return out
 
 
-# ------------------------------------------------------- RecBole backbones
-def _bpr_full_sort_predict(model, interaction):
-    users = model.user_embedding(interaction[model.USER_ID])
-    return stream_scores(users, model.item_embedding.table).view(-1)
-
-
-def _lightgcn_ego_rows(model, ids: torch.Tensor) -> torch.Tensor:
-    is_user = (ids < model.n_users).unsqueeze(1)
-    users = model.user_embedding.table.rows(ids.clamp(max=model.n_users - 1))
-    items = model.item_embedding.table.rows((ids - model.n_users).clamp(min=0))
-    return torch.where(is_user, users, items)
-
-
-def _lightgcn_forward(model):
-    """RecBole's LightGCN forward with the first propagation streamed over
-    the adjacency's entries, so the layer-0 tables are never materialised
-    whole; the layers' mean is taken per row block, the same reduction as
-    RecBole's ``stack(...).mean(1)``."""
-    adjacency = model.norm_adj_matrix
-    target, source = adjacency.indices()
-    weights = adjacency.values()
-    total = model.n_users + model.n_items
-    width = model.user_embedding.embedding_dim
-    block = max(1, CHUNK_ENTRIES // width)
-    layers = []
-    if model.n_layers:
-        first = weights.new_zeros(total, width)
-        for start in range(0, weights.numel(), block):
-            part = slice(start, start + block)
-            first.index_add_(0, target[part], weights[part].unsqueeze(1) * _lightgcn_ego_rows(model, source[part]))
-        layers.append(first)
-        for _ in range(model.n_layers - 1):
-            layers.append(torch.sparse.mm(adjacency, layers[-1]))
-    final = weights.new_empty(total, width)
-    for start in range(0, total, block):
-        stop = min(start + block, total)
-        ego = _lightgcn_ego_rows(model, torch.arange(start, stop, device=weights.device))
-        final[start:stop] = torch.stack([ego] + [layer[start:stop] for layer in layers], dim=1).mean(dim=1)
-    return torch.split(final, [model.n_users, model.n_items])
-
-
-def _precomputed_forward(model):
-    return model.final_user_embeddings, model.final_item_embeddings
-
-
-def _backbone_class(model) -> str:
-    from recbole.model.general_recommender import BPR, LightGCN
-
-    for cls in (BPR, LightGCN):
-        if isinstance(model, cls):
-            return cls.__name__
-    return ""
-
-
-def compact_model(skeleton: nn.Module, tables: dict[str, CompactTable], dense_state: dict,
-                  final_embeddings: bool = False) -> nn.Module:
+def compact_model(skeleton: nn.Module, tables: dict[str, CompactTable], dense_state: dict) -> nn.Module:
     """``skeleton`` (a RecBole model whose parameters are on the meta device,
     :func:`recbole_lth.builder.skeleton_model`) with each prunable tensor
     ``tables[name]`` replaced by its compact module and every other tensor
     taken from ``dense_state``; in eval mode.
 
-    ``final_embeddings`` (LightGCN only): propagate once and keep the final
-    user and item embeddings, dense, instead of the layer-0 tables and the
-    graph (a separate, dense deployment).
+    How the model then scores through its compact modules is its backbone's
+    (``Backbone.compact``, applied by :func:`recbole_lth.export.compact_model`),
+    as is ``final_embeddings``.
     """
     device = next((t.bitmap.device for t in tables.values()), torch.device("cpu"))
     for name, table in tables.items():
@@ -417,21 +360,6 @@ def compact_model(skeleton: nn.Module, tables: dict[str, CompactTable], dense_st
                 unused.discard(prefix + leaf)
     if unused:
         raise ValueError(f"the export holds tensors the model does not have: {', '.join(sorted(unused))}")
-    backbone = _backbone_class(skeleton)
-    if backbone == "BPR" and isinstance(skeleton.item_embedding, CompactEmbedding):
-        skeleton.full_sort_predict = types.MethodType(_bpr_full_sort_predict, skeleton)
-    if backbone == "LightGCN":
-        skeleton.norm_adj_matrix = skeleton.norm_adj_matrix.coalesce()
-        skeleton.forward = types.MethodType(_lightgcn_forward, skeleton)
-        if final_embeddings:
-            with torch.no_grad():
-                users, items = skeleton.forward()
-            skeleton.final_user_embeddings, skeleton.final_item_embeddings = users, items
-            skeleton.norm_adj_matrix = None
-            skeleton.user_embedding = skeleton.item_embedding = None
-            skeleton.forward = types.MethodType(_precomputed_forward, skeleton)
-    elif final_embeddings:
-        raise ValueError("final_embeddings: only LightGCN propagates embeddings; allowed for LightGCN only")
     return skeleton.eval()
 
 

@@ -17,27 +17,10 @@ paper, Table 2), counted on the backbone's own products:
 * Inference = RecBole's full-sort evaluation: every user scored against
   every item once.
 
-What is counted per backbone (d = embedding size, U/I = users/items,
-B = training batch, L = layers, nnz = entries of LightGCN's normalised
-adjacency = 2 × training interactions):
-
-* BPR: training, per triple 2 dot products u·i (2d MACs, read the user and
-  the item table); inference U·I·d, same tables.
-* LightGCN: training, per batch the full propagation (RecBole recomputes it
-  every batch) L·nnz·d, of which layer 1 reads the item table (nnz/2·d, rows
-  of users) and the user table (nnz/2·d, rows of items) and layers 2..L read
-  dense activations, plus 2·B·d dense scores; inference one propagation plus
-  U·I·d dense scores.  Sparse E⁰ therefore saves little at inference; the
-  paper's §3.3 discounts all of it by (1-s), we do not.
-* NeuMF: per (user, item) pair, training and inference alike: GMF u⊙i
-  (d_mf, both MF tables), first MLP layer 2·d_mlp·h₁ (half reads the user MLP
-  table, half the item MLP table, both read the layer's weight), the other
-  MLP layers and the output layer (their own weights).
-* MultiVAE: per user, training and inference alike: every ``nn.Linear``
-  in·out (its own weight), so the item-sized first and last layers dominate.
-* CDAE: per user, training and inference alike: ``h_item`` I·d and
-  ``out_layer`` d·I (their weights) plus adding the user's row (d, reads
-  ``h_user``).
+What is counted per backbone is declared with it (``costs`` of
+``recbole_lth/backbones/<model>.py``, each function's docstring says what it
+counts).  A model without that declaration gets no MAC columns; the report
+then shows ``1−s`` and labels it so ("MACs from").
 
 Biases, activations, losses and regularisers are not counted.
 """
@@ -47,64 +30,12 @@ import logging
 
 from torch import nn
 
+from recbole_lth import backbones
+from recbole_lth.backbones import base
+
 logger = logging.getLogger("recbole_lth")
 
-# (dense MACs, names of the weight tensors those MACs read)
-Term = tuple[float, tuple[str, ...]]
-
-
-def _linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-
-
-def _linear_terms(model: nn.Module) -> list[Term]:
-    return [(float(m.in_features * m.out_features), (f"{name}.weight",)) for name, m in _linears(model)]
-
-
-def _bpr(model, phase, batch_size) -> list[Term]:
-    d = model.user_embedding.embedding_dim
-    tables = ("user_embedding.weight", "item_embedding.weight")
-    per_unit = 2.0 * d if phase == "train" else float(model.n_users * model.n_items * d)
-    return [(per_unit, tables)]
-
-
-def _lightgcn(model, phase, batch_size) -> list[Term]:
-    d, layers = model.latent_dim, model.n_layers
-    nnz = float(model.norm_adj_matrix._nnz())
-    terms: list[Term] = []
-    if layers >= 1:
-        terms += [(nnz / 2 * d, ("item_embedding.weight",)), (nnz / 2 * d, ("user_embedding.weight",))]
-        terms.append(((layers - 1) * nnz * d, ()))
-    scores = 2.0 * batch_size * d if phase == "train" else float(model.n_users * model.n_items * d)
-    terms.append((scores, ()))
-    return terms
-
-
-def _neumf(model, phase, batch_size) -> list[Term]:
-    terms: list[Term] = []
-    if model.mf_train:
-        terms.append((float(model.mf_embedding_size), ("user_mf_embedding.weight", "item_mf_embedding.weight")))
-    if model.mlp_train:
-        mlp = [(f"mlp_layers.{name}", m) for name, m in _linears(model.mlp_layers)]
-        first_name, first = mlp[0]
-        half = first.in_features // 2 * first.out_features
-        terms.append((float(half), ("user_mlp_embedding.weight", f"{first_name}.weight")))
-        terms.append((float(half), ("item_mlp_embedding.weight", f"{first_name}.weight")))
-        terms += [(float(m.in_features * m.out_features), (f"{name}.weight",)) for name, m in mlp[1:]]
-    out = model.predict_layer
-    terms.append((float(out.in_features * out.out_features), ("predict_layer.weight",)))
-    return terms
-
-
-def _multivae(model, phase, batch_size) -> list[Term]:
-    return _linear_terms(model)
-
-
-def _cdae(model, phase, batch_size) -> list[Term]:
-    return _linear_terms(model) + [(float(model.h_user.embedding_dim), ("h_user.weight",))]
-
-
-BACKBONES = {"BPR": _bpr, "LightGCN": _lightgcn, "NeuMF": _neumf, "MultiVAE": _multivae, "CDAE": _cdae}
+Term = base.Term
 
 
 def forward_ratio(terms: list[Term], densities: dict[str, float]) -> float:
@@ -133,7 +64,8 @@ def relative_macs(
     weight gradient (DSL's update steps).  Returns ``{}`` for a model this
     accounting does not describe.
     """
-    build = BACKBONES.get(type(model).__name__)
+    declared = backbones.of(model)
+    build = declared.costs if declared is not None else None
     if build is None:
         logger.warning("no MACs accounting for %s; the macs_* columns are left out", type(model).__name__)
         return {}

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import torch
 
-from recbole_lth import builder, checkpoint, compact, paths
-from recbole_lth.budget import shrunk
+from recbole_lth import backbones, builder, checkpoint, compact, paths
+from recbole_lth.backbones.base import shrunk
 from recbole_lth.methods import lcm
 from recbole_lth.methods.small_dense import small_sizes
 from recbole_lth.popularity import table_axes
@@ -244,7 +244,8 @@ def deployed_sizes(config, row: dict) -> dict:
     if row.get("method") == "small_dense":
         return small_sizes(config, row["target_sparsity"])
     if row.get("method") == "lcm":
-        return {"embedding_size": shrunk(config["embedding_size"], row["target_sparsity"])}
+        key = lcm.support(config["model"]).width_key
+        return {key: shrunk(config[key], row["target_sparsity"])}
     return {}
 
 
@@ -252,6 +253,7 @@ def compact_model(path, config, dataset, remap="auto", final_embeddings: bool = 
     """The export's RecBole model for ``config`` and ``dataset`` (RecBole's
     objects of the ticket's settings), its prunable tables kept compact on
     ``config["device"]``: see :func:`recbole_lth.compact.compact_model`."""
+    scoring = backbones.require(config["model"], "compact", "compact loading")
     device = torch.device(config["device"])
     payload = _payload(path, device)
     if payload["format"] == FORMAT_V1:
@@ -260,7 +262,9 @@ def compact_model(path, config, dataset, remap="auto", final_embeddings: bool = 
     tables = compact_tables(payload, remap, chunk_rows)
     with builder.config_values(config, deployed_sizes(config, payload["meta"])):
         skeleton = builder.skeleton_model(config, dataset)
-    return compact.compact_model(skeleton, tables, payload["dense"], final_embeddings)
+    model = compact.compact_model(skeleton, tables, payload["dense"]).eval()
+    scoring(model, final_embeddings)
+    return model
 
 
 def load_compact(path, remap="auto", final_embeddings: bool = False, chunk_rows=None, **config_overrides):

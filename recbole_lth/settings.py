@@ -208,9 +208,6 @@ COMMON_KEYS = (
 )
 
 
-SUPPORTED_MODELS = ("BPR", "LightGCN", "NeuMF", "MultiVAE", "CDAE")
-
-
 def _whole_list(x) -> bool:
     return isinstance(x, list) and bool(x) and all(is_whole(v) and v >= 1 for v in x)
 
@@ -252,16 +249,15 @@ def check_valid_metric(settings: dict) -> None:
         raise ConfigError("valid_metric", metric, allowed)
 
 
-def check_model_and_dataset(settings: dict) -> None:
-    if settings.get("model") not in SUPPORTED_MODELS:
-        raise ConfigError("model", settings.get("model"), ", ".join(SUPPORTED_MODELS))
+def check_dataset(settings: dict) -> None:
+    """(The model is checked by :func:`recbole_lth.backbones.check_model`.)"""
     if not settings.get("dataset") or not isinstance(settings.get("dataset"), str):
         raise ConfigError("dataset", settings.get("dataset"), "a dataset name under data_path (e.g. ml-100k)")
 
 
 def check_common(settings: dict) -> None:
     """The common keys, and the RecBole keys the plugin relies on."""
-    check_model_and_dataset(settings)
+    check_dataset(settings)
     check_keys(settings, COMMON_KEYS)
     check_keys(settings, RECBOLE_KEYS)
     check_valid_metric(settings)

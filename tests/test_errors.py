@@ -8,7 +8,7 @@ from recbole_lth.cli import main
     "args, key, allowed",
     [
         (["--method=lottery"], "method", "dense, imp, wr, eb, omp, rp, dsl, pep, snip"),
-        (["--model=SASRec"], "model", "BPR, LightGCN, NeuMF, MultiVAE, CDAE"),
+        (["--model=SASRec"], "model", "a RecBole general recommender: BPR, LightGCN, NeuMF, MultiVAE, CDAE, NGCF (declared)"),
         (["--dataset=nope", "--data_path=."], "dataset", "nothing is downloaded"),
         (["--target_sparsity=1.0"], "target_sparsity", "[0, 1)"),
         (["--target_sparsity=-0.1"], "target_sparsity", "[0, 1)"),

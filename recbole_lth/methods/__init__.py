@@ -5,7 +5,7 @@ Adding a method is one module declaring its ``Method``, one
 """
 from __future__ import annotations
 
-from recbole_lth import distill, pruning, settings
+from recbole_lth import backbones, distill, pruning, settings
 from recbole_lth.errors import ConfigError
 from recbole_lth.methods import dense, dsl, eb, imp, lcm, omp, pep, rp, small_dense, snip
 from recbole_lth.methods.base import Method
@@ -75,9 +75,12 @@ def all_keys() -> dict[str, settings.Key]:
 def check(merged: dict) -> None:
     """Every check that needs no dataset and no model, for one method's settings."""
     method = get(merged.get("method"))
+    backbones.check_model(merged.get("model"))
     settings.check_common(merged)
     resolve(merged)
     settings.check_keys(merged, distill.KEYS)
+    if merged.get("kd_weight"):
+        backbones.require(merged.get("model"), "scores", "distillation (kd_weight > 0)")
     settings.check_keys(merged, method.keys)
     if method.check is not None:
         method.check(merged)

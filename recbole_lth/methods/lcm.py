@@ -4,16 +4,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recbole_lth import builder
-from recbole_lth.budget import BudgetRow, clamp_note, no_distillation, shrunk
+from recbole_lth import backbones, builder
+from recbole_lth.backbones.base import shrunk
+from recbole_lth.budget import BudgetRow, clamp_note, no_distillation
 from recbole_lth.distill import teacher_state
 from recbole_lth.errors import ConfigError
 from recbole_lth.masking import full_masks
 from recbole_lth.methods.base import Method
 from recbole_lth.paths import DENSE_TICKET, target_ticket
-
-LCM_MODELS = ("BPR", "LightGCN")
-TABLES = ("user_embedding", "item_embedding")
 
 
 class ProjectedEmbedding(nn.Module):
@@ -36,12 +34,18 @@ class ProjectedEmbedding(nn.Module):
         return self.transfer(self.teacher_table[index])
 
 
+def support(model_name: str):
+    """The backbone's declared :class:`~recbole_lth.backbones.base.Lcm`: which tables, which width key."""
+    return backbones.require(model_name, "lcm", "lcm")
+
+
 def deployed_state(state: dict) -> dict:
     """What an LCM ticket deploys: the projected tables E = E_teacher·W + b as
     the model's own embedding weights (n × d′); the frozen teacher table is
     needed to train, not to serve."""
     state = dict(state)
-    for name in TABLES:
+    tables = [key[:-len(".teacher_table")] for key in state if key.endswith(".teacher_table")]
+    for name in tables:
         table = state.pop(f"{name}.teacher_table")
         weight, bias = state.pop(f"{name}.transfer.weight"), state.pop(f"{name}.transfer.bias")
         state[f"{name}.weight"] = table @ weight.T + bias
@@ -50,17 +54,18 @@ def deployed_state(state: dict) -> dict:
 
 def plan(run) -> None:
     teacher = teacher_state(run)  # kd_teacher if set, else the run's dense ticket
+    declared = support(run.config["model"])
     full_numel = {n: p.numel() for n, p in run.prunable.items()}
     for i, sparsity in enumerate(run.settings["target_sparsities"], start=1):
-        dim = shrunk(run.config["embedding_size"], sparsity)
-        model = builder.new_model(run.config, run.train_data.dataset, {"embedding_size": dim})
+        dim = shrunk(run.config[declared.width_key], sparsity)
+        model = builder.new_model(run.config, run.train_data.dataset, {declared.width_key: dim})
         builder.seed(run.config)
-        for name in TABLES:
+        for name in declared.tables:
             setattr(model, name, ProjectedEmbedding(teacher[f"{name}.weight"].to(run.device), dim).to(run.device))
         # The mask core needs tensors to report on: the (never pruned) projections.
         trainable = {n: p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2}
         key = target_ticket(run.method, sparsity)
-        table_numel = {f"{name}.weight": getattr(model, name).num_embeddings * dim for name in TABLES}
+        table_numel = {f"{name}.weight": getattr(model, name).num_embeddings * dim for name in declared.tables}
         reached = 1.0 - sum(table_numel.values()) / sum(full_numel.values())
         run.with_model(model, trainable).ticket(
             key, round_idx=i, target_sparsity=sparsity, masks=full_masks(trainable),
@@ -70,9 +75,7 @@ def plan(run) -> None:
 
 
 def check(settings: dict) -> None:
-    if settings.get("model") not in LCM_MODELS:
-        raise ConfigError("model", settings.get("model"),
-                          f"{', '.join(LCM_MODELS)} (lcm projects user/item embedding tables)")
+    support(settings.get("model"))
     no_distillation(settings, "lcm")
     if settings.get("prune_params") != "embeddings":
         raise ConfigError("prune_params", settings.get("prune_params"),
@@ -80,7 +83,7 @@ def check(settings: dict) -> None:
 
 
 METHOD = Method(
-    "lcm", "baseline (BPR, LightGCN): the dense ticket's user/item tables frozen and mapped to d′ = ⌈d·(1−s)⌉ "
+    "lcm", "baseline (BPR, LightGCN, NGCF): the dense ticket's user/item tables frozen and mapped to d′ = ⌈d·(1−s)⌉ "
     "by trainable linear maps (LTH-MRS §4.4)", plan, check=check, sparsities=lambda settings: [],
     dense_reference=DENSE_TICKET, dense_is_teacher=True,
 )

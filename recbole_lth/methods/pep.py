@@ -39,9 +39,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from recbole_lth import builder, paths
+from recbole_lth.backbones import table_axes
 from recbole_lth.engine import TicketHook
 from recbole_lth.errors import raise_if_search_diverged
-from recbole_lth.masking import table_axes
 from recbole_lth.methods.base import Method
 from recbole_lth.pruning import keep_top, kept_count
 from recbole_lth.settings import choice_key, number_key

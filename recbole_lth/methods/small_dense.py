@@ -1,33 +1,16 @@
 """``small_dense``: per target s, the same backbone with its prunable tables ⌈w·(1-s)⌉ wide, trained densely."""
 from __future__ import annotations
 
-from recbole_lth import builder
-from recbole_lth.budget import BudgetRow, clamp_note, no_distillation, shrunk
-from recbole_lth.errors import ConfigError
-from recbole_lth.masking import select_prunable
+from recbole_lth import backbones, builder
+from recbole_lth.budget import BudgetRow, clamp_note, no_distillation
 from recbole_lth.methods.base import Method
 from recbole_lth.paths import target_ticket
 
 
 def small_sizes(config, sparsity: float) -> dict:
-    """The config values that shrink the model's prunable tables to (1-s).
-
-    BPR, LightGCN, CDAE: ``embedding_size`` (CDAE: h_user, h_item and the
-    output layer all have it as one side).  NeuMF: ``mf_embedding_size`` and
-    ``mlp_embedding_size`` (its MLP's input layer shrinks with them).
-    MultiVAE: the first ``mlp_hidden_size`` entry, the one side of both
-    item-sized layers (encoder input, decoder output).
-    """
-    model = config["model"]
-    if model in ("BPR", "LightGCN", "CDAE"):
-        return {"embedding_size": shrunk(config["embedding_size"], sparsity)}
-    if model == "NeuMF":
-        return {key: shrunk(config[key], sparsity) for key in ("mf_embedding_size", "mlp_embedding_size")}
-    if model == "MultiVAE":
-        hidden = list(config["mlp_hidden_size"])
-        hidden[0] = shrunk(hidden[0], sparsity)
-        return {"mlp_hidden_size": hidden}
-    raise ConfigError("model", model, "BPR, LightGCN, NeuMF, MultiVAE, CDAE (small_dense)")
+    """The config values that shrink the model's prunable tables to (1-s):
+    its backbone's declared width keys (``Backbone.widths``)."""
+    return backbones.require(config["model"], "widths", "small_dense")(config, sparsity)
 
 
 def plan(run) -> None:
@@ -35,7 +18,7 @@ def plan(run) -> None:
     for i, sparsity in enumerate(run.settings["target_sparsities"], start=1):
         sizes = small_sizes(run.config, sparsity)
         model = builder.new_model(run.config, run.train_data.dataset, sizes)
-        small = run.with_model(model, select_prunable(model, run.settings["prune_params"]))
+        small = run.with_model(model, backbones.prunable(model, run.settings["prune_params"]))
         key = target_ticket(run.method, sparsity)
         table_numel = {n: p.numel() for n, p in small.prunable.items()}
         reached = 1.0 - sum(table_numel.values()) / sum(full_numel.values())
@@ -48,6 +31,7 @@ def plan(run) -> None:
 
 
 def check(settings: dict) -> None:
+    backbones.require(settings.get("model"), "widths", "small_dense")
     no_distillation(settings, "small_dense")
 
 

@@ -1,0 +1,120 @@
+"""What a backbone declares: everything the plugin needs of one RecBole model.
+
+A RecBole general recommender runs the mask methods and ``pep`` with no
+declaration (its tables are found by :func:`generic_tables`, the mask core's
+rule).  A :class:`Backbone` adds what cannot be read off the modules: the
+width keys ``small_dense`` shrinks, the score width that sizes full-sort
+batches, its MAC terms, its scores before the output activation (KD), how
+a compact ticket scores, and whether ``lcm`` can project its tables.  A
+field left ``None`` is a capability the backbone does not have; the plugin
+refuses it (:func:`recbole_lth.backbones.require`) or, for MACs, reports
+the ``1−s`` fallback and says so.
+
+Nothing here imports RecBole at import time; of the plugin, only the mask core.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from recbole_lth import masking
+
+# (dense MACs, names of the weight tensors those MACs read)
+Term = tuple[float, tuple[str, ...]]
+# {tensor name: ("user" | "item", entity axis)}
+Tables = dict[str, tuple[str, int]]
+
+
+def shrunk(width: int, sparsity: float) -> int:
+    """⌈width·(1-s)⌉ (at least 1): the width whose tables hold (1-s) of the parameters."""
+    return max(1, math.ceil(width * (1.0 - sparsity) - 1e-9))
+
+
+def linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+
+
+def linear_terms(model: nn.Module) -> list[Term]:
+    """Every ``nn.Linear``: in·out MACs reading its own weight."""
+    return [(float(m.in_features * m.out_features), (f"{name}.weight",)) for name, m in linears(model)]
+
+
+def interaction(fields: dict):
+    from recbole.data.interaction import Interaction
+
+    return Interaction(fields)
+
+
+def full_sort_logits(model, users: torch.Tensor) -> torch.Tensor:
+    """RecBole's ``full_sort_predict`` as ``(B, n_items)`` (a dot-product scorer: no output activation)."""
+    return model.full_sort_predict(interaction({model.USER_ID: users})).view(len(users), -1)
+
+
+def predict_logits(model, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """RecBole's ``predict`` of flat (user, item) pairs (a dot-product scorer: no output activation)."""
+    return model.predict(interaction({model.USER_ID: users, model.ITEM_ID: items}))
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A backbone's scores before its output activation, for distillation.
+
+    ``rows(model, users)``: every item's score, ``(B, n_items)``;
+    ``pairs(model, flat_users, flat_items)``: one score per pair, flat (None:
+    gathered from ``rows``).
+    ``multinomial``: its likelihood is a softmax over all items (else a
+    sigmoid per pair); ``row_batches``: its training batches are whole user
+    rows (the autoencoders), so score KD compares whole rows."""
+
+    rows: Callable = full_sort_logits
+    pairs: Callable | None = predict_logits
+    multinomial: bool = False
+    row_batches: bool = False
+
+
+@dataclass(frozen=True)
+class Lcm:
+    """``lcm`` projects these ``nn.Embedding`` tables (read through ``.weight``
+    or looked up) to the width set by ``width_key``."""
+
+    tables: tuple[str, ...]
+    width_key: str
+
+
+@dataclass(frozen=True)
+class Backbone:
+    name: str  # RecBole's class name (``--model``)
+    # The prunable tables of prune_params=embeddings and their user/item axis.
+    tables: Callable[[nn.Module], Tables]
+    # small_dense: the config values that shrink every prunable table to (1-s) of its size.
+    widths: Callable[[object, float], dict] | None = None
+    # Floats held per (user, item) score while full-sort evaluation scores a batch.
+    score_width: Callable[[object], int] = lambda config: 1
+    # costs(model, phase, batch_size) -> [Term]: its multiply-accumulates (recbole_lth.costs).
+    costs: Callable[[nn.Module, str, int], list[Term]] | None = None
+    scores: Scores | None = None  # distillation
+    # compact(model, final_embeddings): make a model whose tables were replaced
+    # by compact modules score through them (None: it cannot; identity: RecBole's
+    # own forward only looks rows up).
+    compact: Callable[[nn.Module, bool], None] | None = None
+    lcm: Lcm | None = None
+
+
+def generic_tables(model: nn.Module) -> Tables:
+    """Every ``nn.Embedding`` weight and every ``nn.Linear`` weight with an
+    item-sized side, in model order, with the entity each indexes (sizes
+    decide, the name breaking ties; ``None`` entries are tables of neither)."""
+    names = list(masking.select_prunable(model, "embeddings"))
+    return masking.table_axes(model, names)
+
+
+def keeps_lookups(model: nn.Module, final_embeddings: bool) -> None:
+    """Compact scoring of a model whose forward only looks rows up (or calls
+    its ``nn.Linear`` layers): nothing to change."""
+    if final_embeddings:
+        raise ValueError("final_embeddings: only a graph backbone (LightGCN, NGCF) propagates embeddings; "
+                         f"not allowed for {type(model).__name__}")

@@ -1,0 +1,94 @@
+"""LightGCN: BPR's tables propagated over the normalised user-item graph."""
+from __future__ import annotations
+
+import types
+
+import torch
+
+from recbole_lth import compact
+from recbole_lth.backbones.base import Backbone, Lcm, Scores, Term
+from recbole_lth.backbones.bpr import TABLES, embedding_widths
+
+
+def costs(model, phase, batch_size) -> list[Term]:
+    """Training, per batch the full propagation (RecBole recomputes it every
+    batch) L·nnz·d, of which layer 1 reads the item table (nnz/2·d, rows of
+    users) and the user table (nnz/2·d, rows of items) and layers 2..L read
+    dense activations, plus 2·B·d dense scores; inference one propagation plus
+    U·I·d dense scores (nnz = 2 × training interactions).  Sparse E⁰ therefore
+    saves little at inference; the paper's §3.3 discounts all of it by (1-s),
+    we do not."""
+    d, layers = model.latent_dim, model.n_layers
+    nnz = float(model.norm_adj_matrix._nnz())
+    terms: list[Term] = []
+    if layers >= 1:
+        terms += [(nnz / 2 * d, ("item_embedding.weight",)), (nnz / 2 * d, ("user_embedding.weight",))]
+        terms.append(((layers - 1) * nnz * d, ()))
+    scores = 2.0 * batch_size * d if phase == "train" else float(model.n_users * model.n_items * d)
+    terms.append((scores, ()))
+    return terms
+
+
+def _ego_rows(model, ids: torch.Tensor) -> torch.Tensor:
+    is_user = (ids < model.n_users).unsqueeze(1)
+    users = model.user_embedding.table.rows(ids.clamp(max=model.n_users - 1))
+    items = model.item_embedding.table.rows((ids - model.n_users).clamp(min=0))
+    return torch.where(is_user, users, items)
+
+
+def _forward(model):
+    """RecBole's LightGCN forward with the first propagation streamed over
+    the adjacency's entries, so the layer-0 tables are never materialised
+    whole; the layers' mean is taken per row block, the same reduction as
+    RecBole's ``stack(...).mean(1)``."""
+    adjacency = model.norm_adj_matrix
+    target, source = adjacency.indices()
+    weights = adjacency.values()
+    total = model.n_users + model.n_items
+    width = model.user_embedding.embedding_dim
+    block = max(1, compact.CHUNK_ENTRIES // width)
+    layers = []
+    if model.n_layers:
+        first = weights.new_zeros(total, width)
+        for start in range(0, weights.numel(), block):
+            part = slice(start, start + block)
+            first.index_add_(0, target[part], weights[part].unsqueeze(1) * _ego_rows(model, source[part]))
+        layers.append(first)
+        for _ in range(model.n_layers - 1):
+            layers.append(torch.sparse.mm(adjacency, layers[-1]))
+    final = weights.new_empty(total, width)
+    for start in range(0, total, block):
+        stop = min(start + block, total)
+        ego = _ego_rows(model, torch.arange(start, stop, device=weights.device))
+        final[start:stop] = torch.stack([ego] + [layer[start:stop] for layer in layers], dim=1).mean(dim=1)
+    return torch.split(final, [model.n_users, model.n_items])
+
+
+def _precomputed_forward(model):
+    return model.final_user_embeddings, model.final_item_embeddings
+
+
+def precompute(model) -> None:
+    """``final_embeddings``: propagate once and keep the final user and item
+    embeddings, dense, instead of the layer-0 tables and the graph."""
+    with torch.no_grad():
+        users, items = model.forward()
+    model.final_user_embeddings, model.final_item_embeddings = users, items
+    model.norm_adj_matrix = None
+    model.user_embedding = model.item_embedding = None
+    model.forward = types.MethodType(_precomputed_forward, model)
+
+
+def compact_scoring(model, final_embeddings: bool) -> None:
+    """The stored (layer-0) tables stay compact and the first propagation
+    streams them; the propagated embeddings it scores with are dense, as in RecBole."""
+    model.norm_adj_matrix = model.norm_adj_matrix.coalesce()
+    model.forward = types.MethodType(_forward, model)
+    if final_embeddings:
+        precompute(model)
+
+
+BACKBONE = Backbone(
+    "LightGCN", tables=lambda model: dict(TABLES), widths=embedding_widths, costs=costs, scores=Scores(),
+    compact=compact_scoring, lcm=Lcm(("user_embedding", "item_embedding"), "embedding_size"),
+)
