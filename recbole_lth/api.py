@@ -66,6 +66,7 @@ def settings_for(model=None, dataset=None, method=None, config_files=None, confi
     check_unknown(given, known)
     names = methods.names(merged.get("method"))
     if len(names) == 1:
+        merged["method"] = names[0]  # a one-method list (--method=[dsl]) is that method's run
         methods.check(merged)
         return merged, {names[0]: merged}
     overrides = dict(config_dict or {})

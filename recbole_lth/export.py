@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from recbole_lth import backbones, builder, checkpoint, compact, paths
+from recbole_lth import backbones, builder, checkpoint, compact, methods, paths
 from recbole_lth.backbones.base import shrunk
 from recbole_lth.methods import lcm
 from recbole_lth.methods.small_dense import small_sizes
@@ -154,7 +154,7 @@ def export_ticket(run_dir, ticket: str, out=None, values: str = "fp32") -> Path:
         row = paths.read_json(run_paths.ticket_result(ticket))
         meta.update({k: row.get(k) for k in
                      ("method", "model", "dataset", "sparsity", "target_sparsity", "prunable_params")})
-        if row.get("method") == "lcm":  # what is deployed: the projected tables, dense
+        if methods.deploys(row) == "projected":  # what is deployed: the projected tables, dense
             state, masks = lcm.deployed_state(state), {}
     if run_paths.settings.is_file():
         # Enough to rebuild the RecBole model (embedding_size, layers, ...).
@@ -241,9 +241,9 @@ def deployed_sizes(config, row: dict) -> dict:
     """Config values of the model a ticket deploys (``row``: its result or
     export metadata): a ``small_dense`` ticket's smaller widths, an ``lcm``
     ticket's projected width d′; nothing for a masked ticket."""
-    if row.get("method") == "small_dense":
+    if methods.deploys(row) == "smaller":
         return small_sizes(config, row["target_sparsity"])
-    if row.get("method") == "lcm":
+    if methods.deploys(row) == "projected":
         key = lcm.support(config["model"]).width_key
         return {key: shrunk(config[key], row["target_sparsity"])}
     return {}
@@ -327,7 +327,7 @@ def ticket_bytes(run_dir, ticket: str) -> dict:
     stored = checkpoint.load(run_paths.ticket_weights(ticket))
     state, masks = stored["state_dict"], stored["masks"]
     result = run_paths.ticket_result(ticket)
-    if result.is_file() and paths.read_json(result).get("method") == "lcm":
+    if result.is_file() and methods.deploys(paths.read_json(result)) == "projected":
         state, masks = lcm.deployed_state(state), {}
     axes = {n: a[1] for n, a in table_axes(run_dir).items() if a}
     rest = sum(v.numel() * v.element_size() for k, v in state.items() if k not in masks)
@@ -364,7 +364,7 @@ def deployed_model(run_dir, ticket: str):
     settings = dict(settings, data_path=builder.resolve_data_path(settings))
     config = builder.recbole_config(settings, run_paths.root)
     _, train, _, _ = builder.load_data(config, builder.eval_memory(settings))
-    if row.get("method") == "lcm":
+    if methods.deploys(row) == "projected":
         state = lcm.deployed_state(state)
     for key, value in deployed_sizes(config, row).items():
         config[key] = value

@@ -8,7 +8,7 @@
 """
 from __future__ import annotations
 
-from recbole_lth.paths import DENSE_TICKET
+from recbole_lth.paths import DENSE_TICKET, is_dense_candidate
 
 
 def is_zero(value) -> bool:
@@ -73,7 +73,7 @@ def is_winning(row: dict, dense: dict | None, metric: str | None) -> bool | None
 def verdict_cell(row: dict, dense: dict | None, metric: str | None) -> str:
     if row is dense:
         return "(reference)"
-    if row.get("method") == DENSE_TICKET:  # a dense_weight_decays candidate
+    if is_dense_candidate(row.get("ticket")):
         return "(dense candidate)"
     if is_empty(row):
         return "empty (no weight left)"

@@ -48,6 +48,11 @@ def dense_candidate(weight_decay: float) -> str:
     return f"{DENSE_TICKET}_wd_{float(weight_decay)!r}"
 
 
+def is_dense_candidate(key) -> bool:
+    """Whether ``key`` names a :func:`dense_candidate` ticket."""
+    return isinstance(key, str) and key.startswith(f"{DENSE_TICKET}_wd_")
+
+
 class RunPaths:
     """The files of one run directory."""
 

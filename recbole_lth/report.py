@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from recbole_lth import builder, checkpoint, costs, paths
+from recbole_lth import builder, checkpoint, costs, methods, paths
 from recbole_lth.export import BYTE_LAYOUTS, table_export_bytes, ticket_bytes
 from recbole_lth.judge import (
     companion_metric, dense_reference, is_winning, is_zero, metric_label, relative_change, verdict_cell,
@@ -89,7 +89,7 @@ def cost_rows(rows: list[dict], macs: list | None = None) -> list[list]:
         export_bytes = (
             table_export_bytes(total, active) if isinstance(total, int) and isinstance(active, int) else None
         )
-        if row.get("method") == "lcm" and isinstance(active, int):
+        if methods.deploys(row) == "projected" and isinstance(active, int):
             export_bytes = 4 * active  # it deploys its projected tables, dense
         train_rel, infer_rel = row.get("macs_train_rel"), row.get("macs_infer_rel")
         if train_rel is not None or infer_rel is not None:

@@ -220,7 +220,7 @@ def method_grid(rows: list[dict]) -> tuple[dict | None, dict[str, dict[float, di
     reference = next((r for r in rows if r["verdict"] == "reference"), None)
     grid: dict[str, dict[float, dict]] = {}
     for row in rows:
-        if row is reference or row["method"] == paths.DENSE_TICKET or not is_number(row.get("target_sparsity")):
+        if row is reference or paths.is_dense_candidate(row["ticket"]) or not is_number(row.get("target_sparsity")):
             continue
         grid.setdefault(row["method"], {}).setdefault(row["target_sparsity"], row)
     return reference, grid

@@ -159,7 +159,7 @@ def objective_rows(rows: list[dict], method: str, settings: dict) -> list[dict]:
     """The tickets the objective averages: the last round of an iterative
     method, or every target of the others."""
     mine = [r for r in rows if r.get("method") == method]
-    if methods.get(method).sparsity_key == "prune_rate":
+    if methods.get(method).iterative:
         return [max(mine, key=lambda r: r.get("round", 0))] if mine else []
     return [r for r in mine if r.get(f"valid_{str(settings['valid_metric']).lower()}") is not None]
 

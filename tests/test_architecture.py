@@ -94,6 +94,28 @@ def test_the_engine_imports_nothing_method_specific():
         assert not GRAPH[core][0] & method_modules, core
 
 
+VIEWS = ("recbole_lth.report", "recbole_lth.judge", "recbole_lth.plots", "recbole_lth.popularity",
+         "recbole_lth.markdown", "recbole_lth.compare", "recbole_lth.summary", "recbole_lth.export",
+         "recbole_lth.tune")
+
+
+def test_no_view_tests_a_method_by_its_name():
+    """Views ask a method what it declares (``Method.deploys``, ``iterative``,
+    ``dense``), never compare a row's method with a name."""
+    names = set(methods.METHODS)
+    for module in VIEWS:
+        for node in ast.walk(ast.parse(MODULES[module].read_text())):
+            if not isinstance(node, ast.Compare):
+                continue
+            operands = [node.left, *node.comparators]
+            literals = {n.value for n in operands if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+            named = {n.id if isinstance(n, ast.Name) else n.attr for n in operands
+                     if isinstance(n, (ast.Name, ast.Attribute))}
+            assert not literals & names, (module, node.lineno, literals & names)
+            assert "DENSE_TICKET" not in named or "method" not in ast.unparse(node), (module, node.lineno)
+            assert "sparsity_key" not in named, (module, node.lineno)
+
+
 def test_run_directory_file_names_have_one_home():
     """No module but paths.py spells a run-directory file name."""
     names = ("settings.json", "results.csv", "ticket.pt", "result.json", "init_state.pt", "rewind_state.pt",

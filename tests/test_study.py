@@ -50,6 +50,12 @@ def test_bad_study_lists_are_refused(method):
     assert err.value.key == "method"
 
 
+def test_a_one_method_list_is_that_method():
+    merged, views = api.settings_for("BPR", "ml-100k", ["dsl"])
+    assert merged["method"] == "dsl" and list(views) == ["dsl"]
+    assert api.default_run_dir(merged) == api.default_run_dir(api.settings_for("BPR", "ml-100k", "dsl")[0])
+
+
 def test_target_sparsities_imp_needs_a_pruned_round():
     _, views = api.settings_for("BPR", "ml-100k", "omp", config_dict={"target_sparsities": "imp", "rounds": 3})
     assert views["omp"]["target_sparsities"] == [0.2, 0.36, 0.488]

@@ -38,6 +38,18 @@ def get(name) -> Method:
     return METHODS[name]
 
 
+def declared(name) -> Method | None:
+    """The method a results row names, or None (a row of a method this
+    version does not know): what views ask of a row's method."""
+    return METHODS.get(name) if isinstance(name, str) else None
+
+
+def deploys(row: dict) -> str:
+    """What a results row's ticket deploys (``Method.deploys``; masked when unknown)."""
+    method = declared(row.get("method"))
+    return method.deploys if method is not None else "masked"
+
+
 def names(method) -> list[str]:
     """The methods a run trains: one name, or a list of distinct names (a study)."""
     chosen = method if isinstance(method, list) else [method]

@@ -19,9 +19,10 @@ class Method:
     plan: Callable  # plan(run): asks the run for its tickets in order
     keys: tuple[Key, ...] = ()  # keys only this method reads
     check: Callable[[dict], None] | None = None  # checks across keys, before any data is loaded
-    # The ticket its rows are judged against when its own plan trains it
-    # (paths.DENSE_TICKET), or None: the method trains no dense model.
-    dense_reference: str | None = None
+    # Its dense ticket (paths.DENSE_TICKET): "reference" (trained by its plan,
+    # the rows are judged against it), "teacher" (trained only to be distilled
+    # from, which kd_teacher replaces: lcm) or "absent" (it trains none).
+    dense: str = "absent"
     base: str | None = None  # a variant of this method (same plan, other defaults)
     # The sparsities its masks will have (checked against the tables before
     # anything trains), and the key that sets them.
@@ -29,8 +30,13 @@ class Method:
     sparsity_key: str = "target_sparsities"
     # How many tickets (rows) it adds besides the shared dense ticket, for the progress bar.
     tickets: Callable[[dict], int] = lambda settings: len(settings.get("target_sparsities") or [])
-    # Its dense ticket only serves as a teacher, which kd_teacher replaces (lcm).
-    dense_is_teacher: bool = False
+    # What one of its tickets deploys: "masked" (the masked tables), "smaller"
+    # (a narrower dense model: small_dense) or "projected" (dense projected
+    # tables: lcm); the export and the report's byte counts follow it.
+    deploys: str = "masked"
+    # Each ticket starts from the previous one's mask (IMP's rounds): the last
+    # is the method's result (tune's objective).
+    iterative: bool = False
 
     def variant(self, name: str, summary: str) -> "Method":
         """The same plan under another name whose properties file overrides
@@ -40,8 +46,10 @@ class Method:
     def trains_dense(self, settings: dict) -> bool:
         """Whether the run's dense ticket is trained for this method: its own
         reference, or the teacher of its distillation."""
-        if self.dense_reference is not None:
-            return not (self.dense_is_teacher and settings.get("kd_teacher"))
+        if self.dense == "reference":
+            return True
+        if self.dense == "teacher":
+            return not settings.get("kd_teacher")
         return bool(settings.get("kd_weight")) and not settings.get("kd_teacher")
 
     def properties_files(self) -> list[str]:

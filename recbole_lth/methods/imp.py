@@ -10,7 +10,7 @@ from __future__ import annotations
 from recbole_lth import pruning
 from recbole_lth.errors import ConfigError
 from recbole_lth.methods.base import Method
-from recbole_lth.paths import DENSE_TICKET, round_ticket
+from recbole_lth.paths import round_ticket
 
 
 def planned_rounds(settings: dict) -> int:
@@ -57,10 +57,10 @@ def check(settings: dict) -> None:
 
 IMP = Method(
     "imp", "the dense ticket is round 0; each round prunes prune_rate of the survivors by |w|, rewinds them and "
-    "retrains (lottery tickets, LTH-MRS Alg. 1)", imp, check=check, dense_reference=DENSE_TICKET,
+    "retrains (lottery tickets, LTH-MRS Alg. 1)", imp, check=check, dense="reference", iterative=True,
     sparsities=round_sparsities, sparsity_key="prune_rate", tickets=planned_rounds,
 )
 WR = Method(
     "wr", "as imp without rewinding: survivors continue from their trained values", wr, check=check,
-    dense_reference=DENSE_TICKET, sparsities=round_sparsities, sparsity_key="prune_rate", tickets=planned_rounds,
+    dense="reference", iterative=True, sparsities=round_sparsities, sparsity_key="prune_rate", tickets=planned_rounds,
 )

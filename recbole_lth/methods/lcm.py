@@ -11,7 +11,7 @@ from recbole_lth.distill import teacher_state
 from recbole_lth.errors import ConfigError
 from recbole_lth.masking import full_masks
 from recbole_lth.methods.base import Method
-from recbole_lth.paths import DENSE_TICKET, target_ticket
+from recbole_lth.paths import target_ticket
 
 
 class ProjectedEmbedding(nn.Module):
@@ -85,5 +85,5 @@ def check(settings: dict) -> None:
 METHOD = Method(
     "lcm", "baseline (BPR, LightGCN, NGCF): the dense ticket's user/item tables frozen and mapped to d′ = ⌈d·(1−s)⌉ "
     "by trainable linear maps (LTH-MRS §4.4)", plan, check=check, sparsities=lambda settings: [],
-    dense_reference=DENSE_TICKET, dense_is_teacher=True,
+    dense="teacher", deploys="projected",
 )

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from recbole_lth import pruning
 from recbole_lth.methods.base import Method
-from recbole_lth.paths import DENSE_TICKET, target_ticket
+from recbole_lth.paths import target_ticket
 
 
 def plan(run) -> None:
@@ -19,5 +19,5 @@ def plan(run) -> None:
 
 METHOD = Method(
     "omp", "train dense once; per target prune the trained weights to it in one shot by |w|, rewind, retrain",
-    plan, dense_reference=DENSE_TICKET,
+    plan, dense="reference",
 )

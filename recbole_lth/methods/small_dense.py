@@ -37,5 +37,5 @@ def check(settings: dict) -> None:
 
 METHOD = Method(
     "small_dense", "baseline: per target s the same backbone with its prunable tables ⌈d·(1−s)⌉ wide, trained "
-    "densely (equal parameter budget)", plan, check=check, sparsities=lambda settings: [],
+    "densely (equal parameter budget)", plan, check=check, sparsities=lambda settings: [], deploys="smaller",
 )
