@@ -35,11 +35,21 @@ def prepare_run(model: str, args, method: str = "dense", **overrides):
     from recbole_lth import api
 
     settings = {
+        **benchmark_split(args.data_path, args.dataset),
         "data_path": args.data_path, "state": "WARNING", "show_progress": False,
         "epochs": max(args.epochs, 1), "output_root": tempfile.mkdtemp(prefix="lth-bench-"),
         "use_gpu": bool(args.use_gpu), "gpu_id": args.gpu_id, **overrides,
     }
     return api.prepare(model=model, dataset=args.dataset, method=method, config_dict=settings)
+
+
+def benchmark_split(data_path: str, dataset: str) -> dict:
+    """RecBole's keys for a dataset stored as its fixed train/valid/test files
+    (yelp2018, lastfm, citeulike: ``<name>.train.inter`` ...), else none."""
+    folder = Path(data_path) / dataset
+    if (folder / f"{dataset}.train.inter").is_file() and not (folder / f"{dataset}.inter").is_file():
+        return {"benchmark_filename": ["train", "valid", "test"]}
+    return {}
 
 
 def recbole_trainer(run):
