@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 
 from recbole_lth import builder, checkpoint, distributed, parallel, paths
-from recbole_lth.errors import ConfigError, RunDamaged, TrainingDiverged
+from recbole_lth.errors import ConfigError, RunDamaged, TrainingDiverged, is_nan_loss
 from recbole_lth.masking import ParameterMask, full_masks
 from recbole_lth.results import plain, write_results
 from recbole_lth.trainer import invalidate_caches, sparse_trainer
@@ -153,6 +153,19 @@ class Run:
                 f"or a larger stopping_step. Finished tickets are kept in {self.run_dir}"
             )
         return checkpoint.load(path)["state_dict"]
+
+    def reseed(self) -> None:
+        """Every ticket and search starts from the same seed and the same data
+        order, so each is a function of (start state, mask, settings): resuming
+        replays it, and any worker trains it the same."""
+        builder.seed(self.config)
+        self.train_data.generator.manual_seed(self.config["seed"])
+
+    def restart(self, state: dict) -> None:
+        """:meth:`reseed`, then ``state`` in the run's model, its caches dropped."""
+        self.reseed()
+        self.model.load_state_dict(state)
+        invalidate_caches(self.model)
 
     def _capture_rewind(self, trainer, epoch_idx) -> None:
         if epoch_idx + 1 == self.settings["rewind_epoch"]:
@@ -340,13 +353,8 @@ class Run:
     def _train(self, key, round_idx, target_sparsity, masks, start_state, start_epoch, capture_rewind, note, hooks,
                method):
         config = self.config
-        # Every ticket sees the same seed and the same data order, so a ticket
-        # is a function of (start state, mask, settings) and resuming replays it.
-        builder.seed(config)
-        self.train_data.generator.manual_seed(config["seed"])
-        self.model.load_state_dict(start_state)
+        self.restart(start_state)
         mask = ParameterMask(self.prunable, {n: m.to(self.device) for n, m in masks.items()})
-        invalidate_caches(self.model)
         callbacks = [self._capture_rewind] if capture_rewind else []
         trainer = sparse_trainer(config, self.model, mask, callbacks, self.paths.tensorboard / key)
         trainer.start_epoch = start_epoch
@@ -363,7 +371,7 @@ class Run:
                 show_progress=bool(config["show_progress"]),
             )
         except ValueError as err:
-            if "nan" not in str(err).lower():
+            if not is_nan_loss(err):
                 raise
             epoch = start_epoch if trainer.last_epoch is None else trainer.last_epoch + 1
             causes = [f"learning_rate (now {config['learning_rate']})"] + [h.diverged_hint() for h in hooks]

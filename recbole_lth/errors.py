@@ -46,11 +46,16 @@ class RankFailed(RuntimeError):
         super().__init__(message)
 
 
+def is_nan_loss(err: ValueError) -> bool:
+    """RecBole's trainer stops a NaN loss with ``ValueError("Training loss is nan")``."""
+    return "nan" in str(err).lower()
+
+
 def raise_if_search_diverged(err: ValueError, search: str, when: str, run_dir, hints: str) -> None:
     """A method's search (no ticket of its own yet) hit RecBole's NaN-loss
     ``ValueError``: one message naming where and what to lower.  Any other
     ``ValueError`` is left to the caller to re-raise."""
-    if "nan" in str(err).lower():
+    if is_nan_loss(err):
         raise TrainingDiverged(
             f"{search}: the training loss became NaN in {when} (no ticket of this method was trained; finished "
             f"tickets are kept in {run_dir}); try a smaller {hints}"

@@ -285,13 +285,13 @@ def load_compact(path, remap="auto", final_embeddings: bool = False, chunk_rows=
 def evaluate_compact(path, **kwargs) -> dict:
     """The export evaluated compact through RecBole's evaluator on the test
     set: ``{"metrics": {...}, "resident_bytes": {table: bytes, "(rest)": ...}}``."""
-    from recbole_lth.trainer import evaluation_trainer
+    from recbole_lth.trainer import close_tensorboard, evaluation_trainer
 
     config, model, _, _, _, test = load_compact(path, **kwargs)
     with tempfile.TemporaryDirectory() as scratch:  # RecBole's trainer opens a TensorBoard writer
         trainer = evaluation_trainer(config, model, tensorboard_dir=scratch)
         result = trainer.evaluate(test, load_best_model=False, show_progress=False)
-        trainer.tensorboard.close()
+        close_tensorboard(trainer)
     return {"metrics": {k: float(v) for k, v in result.items()}, "resident_bytes": compact.resident_bytes(model)}
 
 

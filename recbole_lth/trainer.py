@@ -95,9 +95,14 @@ class SparseTrainerMixin:
 
     def close(self) -> None:
         self.mask.detach()
-        writer = getattr(self, "tensorboard", None)
-        if writer is not None and hasattr(writer, "close"):
-            writer.close()
+        close_tensorboard(self)
+
+
+def close_tensorboard(trainer) -> None:
+    """RecBole's trainer opens a TensorBoard writer and never closes it."""
+    writer = getattr(trainer, "tensorboard", None)
+    if writer is not None and hasattr(writer, "close"):
+        writer.close()
 
 
 @contextmanager

@@ -171,3 +171,13 @@ def test_each_declared_default_passes_its_own_check():
     for name in methods.METHODS:
         merged = settings.merge_settings("BPR", "ml-100k", name, method_files=methods.properties_files)
         methods.check(merged)  # raises on a default its own declaration refuses
+
+
+def test_every_subpackage_ships_in_the_wheel():
+    """setuptools' explicit package list must name every folder of the package
+    (a missing one installs a wheel that cannot be imported)."""
+    import tomllib
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(PACKAGE.parent).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert found <= listed, sorted(found - listed)

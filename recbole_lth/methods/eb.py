@@ -29,13 +29,13 @@ from time import perf_counter
 
 import torch
 
-from recbole_lth import builder, paths, pruning
+from recbole_lth import paths, pruning
 from recbole_lth.engine import TicketHook
 from recbole_lth.errors import raise_if_search_diverged
 from recbole_lth.masking import ParameterMask
 from recbole_lth.methods.base import Method
 from recbole_lth.settings import number_key
-from recbole_lth.trainer import invalidate_caches, sparse_trainer
+from recbole_lth.trainer import sparse_trainer
 
 logger = logging.getLogger("recbole_lth")
 
@@ -75,11 +75,8 @@ class EarlyBirdSearch:
         """Train round ``r`` (mask ``masks``) until its prune settles; returns
         the epochs trained and the change after each epoch."""
         run, config = self.run, self.run.config
-        builder.seed(config)
-        run.train_data.generator.manual_seed(config["seed"])
-        run.model.load_state_dict(run.init_state())
+        run.restart(run.init_state())
         mask = ParameterMask(run.prunable, masks)
-        invalidate_caches(run.model)
         trainer = sparse_trainer(config, run.model, mask, (), run.paths.tensorboard / f"{run.method}_search")
         changes, previous = [], None
         try:

@@ -38,14 +38,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from recbole_lth import builder, paths
+from recbole_lth import paths
 from recbole_lth.backbones import table_axes
 from recbole_lth.engine import TicketHook
 from recbole_lth.errors import raise_if_search_diverged
 from recbole_lth.methods.base import Method
 from recbole_lth.pruning import keep_top, kept_count
 from recbole_lth.settings import choice_key, number_key
-from recbole_lth.trainer import fused, invalidate_caches, tensorboard_in
+from recbole_lth.trainer import close_tensorboard, fused, invalidate_caches, tensorboard_in
 
 logger = logging.getLogger("recbole_lth")
 
@@ -299,8 +299,7 @@ class PepSearch:
     def fit(self) -> dict:
         """Run the search; return the recorded masks and the search's costs."""
         run, config = self.run, self.run.config
-        builder.seed(config)
-        run.train_data.generator.manual_seed(config["seed"])
+        run.reseed()
         trainer = self.trainer()
         started = perf_counter()
         stopped_early = False
@@ -316,9 +315,7 @@ class PepSearch:
             raise
         finally:
             self.step_hook.remove()
-            writer = getattr(trainer, "tensorboard", None)
-            if writer is not None and hasattr(writer, "close"):
-                writer.close()
+            close_tensorboard(trainer)
         seconds = perf_counter() - started
         return self._result(seconds, stopped_early)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from recbole_lth import builder, distributed, pruning
+from recbole_lth import distributed, pruning
 from recbole_lth.methods.base import Method
 from recbole_lth.paths import target_ticket
 from recbole_lth.settings import number_key
@@ -24,11 +24,8 @@ KEYS = (number_key("snip_batches", "training batches whose loss gradient scores 
 
 def init_gradients(run, batches: int) -> dict:
     """The loss gradient at the initial weights, summed over ``batches`` batches."""
-    model, config = run.model, run.config
-    model.load_state_dict(run.init_state())
-    invalidate_caches(model)
-    builder.seed(config)
-    run.train_data.generator.manual_seed(config["seed"])
+    model = run.model
+    run.restart(run.init_state())
     model.train()
     model.zero_grad(set_to_none=True)
     for i, interaction in enumerate(run.train_data):
