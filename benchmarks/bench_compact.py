@@ -3,7 +3,7 @@
 Trains BPR densely for ``--epochs`` through the plugin (``method=dense``),
 builds tickets at ``--sparsities`` by one-shot global magnitude pruning of the
 trained tables (not retrained: this measures memory and time, and what the
-value format does to the metrics), exports each with ``recbole_lth.export``
+value format does to the metrics), exports each with ``recbole_lth.deploy.export``
 (fp32 and int8 values) and loads it compact (``export.compact_model``).
 Then RecBole's full-sort test evaluation runs for every variant side by side
 in one process, in alternating order, median of ``--repeats`` after a
@@ -39,9 +39,11 @@ import torch  # noqa: E402
 
 from common import arg_parser, prepare_run, timed  # noqa: E402
 
-from recbole_lth import builder, compact, export, pruning  # noqa: E402
-from recbole_lth.masking import full_masks  # noqa: E402
-from recbole_lth.trainer import evaluation_trainer, invalidate_caches  # noqa: E402
+from recbole_lth.core import compact, pruning
+from recbole_lth.core.masking import full_masks  # noqa: E402
+from recbole_lth.deploy import export
+from recbole_lth.engine import builder  # noqa: E402
+from recbole_lth.engine.trainer import evaluation_trainer, invalidate_caches  # noqa: E402
 
 
 def _status_kb(field: str) -> int:

@@ -23,8 +23,8 @@ import yaml  # noqa: E402
 
 from common import alternate, arg_parser, masked_trainer, prepare_run, recbole_trainer  # noqa: E402
 
+from recbole_lth.core.settings import properties_dir  # noqa: E402
 from recbole_lth.methods import dsl  # noqa: E402
-from recbole_lth.settings import properties_dir  # noqa: E402
 
 DEFAULTS = yaml.safe_load(open(properties_dir() / "dsl.yaml"))
 

@@ -31,11 +31,12 @@ import torch  # noqa: E402
 
 from common import alternate, arg_parser, masked_trainer, prepare_run, recbole_trainer, sync  # noqa: E402
 
-from recbole_lth import builder, distill  # noqa: E402
-from recbole_lth.masking import ParameterMask, select_prunable  # noqa: E402
+from recbole_lth.core.masking import ParameterMask, select_prunable  # noqa: E402
+from recbole_lth.engine import builder
+from recbole_lth.engine.trainer import sparse_trainer  # noqa: E402
 from recbole_lth.methods import dsl, pep  # noqa: E402
 from recbole_lth.methods.small_dense import small_sizes  # noqa: E402
-from recbole_lth.trainer import sparse_trainer  # noqa: E402
+from recbole_lth.sparse import distill  # noqa: E402
 
 BENCHMARK_SPLITS = ("yelp2018", "lastfm", "citeulike")
 

@@ -3,7 +3,7 @@
 Trains the dense model for ``--epochs`` through the plugin (``method=dense``),
 then builds tickets at ``--sparsities`` by one-shot global magnitude pruning
 of the trained tables (not retrained: this measures size and time, not
-accuracy), writes each with ``recbole_lth.export``, loads it back and times
+accuracy), writes each with ``recbole_lth.deploy.export``, loads it back and times
 RecBole's full-sort test evaluation of every variant side by side in one
 process (alternating order, median of ``--repeats``).  For BPR it also times
 the bare scoring product (all users x all items) dense vs a CSR user table,
@@ -27,9 +27,10 @@ import torch  # noqa: E402
 
 from common import arg_parser, prepare_run, timed  # noqa: E402
 
-from recbole_lth import export, pruning  # noqa: E402
-from recbole_lth.masking import ParameterMask, full_masks  # noqa: E402
-from recbole_lth.trainer import invalidate_caches, sparse_trainer  # noqa: E402
+from recbole_lth.core import pruning
+from recbole_lth.core.masking import ParameterMask, full_masks  # noqa: E402
+from recbole_lth.deploy import export  # noqa: E402
+from recbole_lth.engine.trainer import invalidate_caches, sparse_trainer  # noqa: E402
 
 
 def _file_bytes(payload) -> int:

@@ -28,8 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import DEFAULT_DATA  # noqa: E402
 
 import recbole_lth  # noqa: E402
-from recbole_lth import paths, pruning  # noqa: E402
-from recbole_lth.settings import parse_value  # noqa: E402
+from recbole_lth.core import paths, pruning  # noqa: E402
+from recbole_lth.core.settings import parse_value  # noqa: E402
 
 METHODS = ("imp", "omp", "rp", "dsl", "pep", "small_dense")
 BENCHMARK_SPLITS = ("yelp2018", "lastfm", "citeulike")

@@ -29,8 +29,8 @@ from time import perf_counter
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import recbole_lth  # noqa: E402
-from recbole_lth import paths  # noqa: E402
-from recbole_lth.settings import parse_value  # noqa: E402
+from recbole_lth.core import paths  # noqa: E402
+from recbole_lth.core.settings import parse_value  # noqa: E402
 
 
 def machine_cpu_seconds() -> float:

@@ -63,9 +63,9 @@ def recbole_trainer(run):
 def masked_trainer(run, sparsity: float, seed: int = 0):
     """Our trainer on a copy of the run's model with a random global mask
     (the same mask for the same sparsity and seed)."""
-    from recbole_lth import pruning
-    from recbole_lth.masking import ParameterMask, select_prunable
-    from recbole_lth.trainer import sparse_trainer
+    from recbole_lth.core import pruning
+    from recbole_lth.core.masking import ParameterMask, select_prunable
+    from recbole_lth.engine.trainer import sparse_trainer
 
     model = copy.deepcopy(run.model)
     params = select_prunable(model, "embeddings")

@@ -46,9 +46,9 @@ sys.path[:0] = [str(HERE), str(REPO)]  # the benchmarks, and the checkout's plug
 
 import torch  # noqa: E402
 
-from recbole_lth import checkpoint, paths  # noqa: E402
-from recbole_lth.engine import TicketHook  # noqa: E402
-from recbole_lth.results import read_results  # noqa: E402
+from recbole_lth.core import checkpoint, paths  # noqa: E402
+from recbole_lth.engine.results import read_results  # noqa: E402
+from recbole_lth.engine.run import TicketHook  # noqa: E402
 
 PARTS = {  # name -> (section title, default budget in seconds)
     "tests": ("(a) Device tests", 70),

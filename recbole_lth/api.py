@@ -17,15 +17,18 @@ from pathlib import Path
 
 import torch
 
-from recbole_lth import backbones, builder, distill, distributed, methods, parallel, paths
-from recbole_lth.engine import Run
-from recbole_lth.errors import ConfigError
-from recbole_lth.popularity import save_popularity, save_table_axes
-from recbole_lth.progress import Progress
-from recbole_lth.report import write_report_logged
-from recbole_lth.results import read_results
-from recbole_lth.summary import write_summary
-from recbole_lth.settings import (
+from recbole_lth import backbones, methods
+from recbole_lth.core import paths
+from recbole_lth.core.errors import ConfigError
+from recbole_lth.engine import builder, distributed, parallel
+from recbole_lth.engine.progress import Progress
+from recbole_lth.engine.results import read_results
+from recbole_lth.engine.run import Run
+from recbole_lth.sparse import distill
+from recbole_lth.views.popularity import save_popularity
+from recbole_lth.views.report import write_report_logged
+from recbole_lth.views.summary import write_summary
+from recbole_lth.core.settings import (
     check_common, check_dataset, check_unknown, declared_defaults, differing_keys, legacy_run_identity,
     merge_settings, run_identity, user_values,
 )
@@ -198,7 +201,7 @@ def _write(checked: _Checked) -> Run:
     paths.write_text(run_paths.config, builder.plain_config(checked.config))
     train_data = checked.data[0]
     save_popularity(run_paths, train_data.dataset)  # training-split counts for the report
-    save_table_axes(run_paths, backbones.table_axes(checked.model, list(checked.prunable)),
+    paths.save_table_axes(run_paths, backbones.table_axes(checked.model, list(checked.prunable)),
                     {n: p.shape for n, p in checked.prunable.items()})
     logger.info(str(checked.dataset))
     run = _new_run(checked)

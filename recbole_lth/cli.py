@@ -11,9 +11,9 @@ import sys
 
 from recbole_lth import commands
 from recbole_lth.api import run
-from recbole_lth.errors import ConfigError, RankFailed, RunDamaged, TrainingDiverged
+from recbole_lth.core.errors import ConfigError, RankFailed, RunDamaged, TrainingDiverged
+from recbole_lth.core.settings import parse_value
 from recbole_lth.helptext import help_text, version_text
-from recbole_lth.settings import parse_value
 from recbole_lth.tune import tune
 
 

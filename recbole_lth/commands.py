@@ -11,11 +11,11 @@ import argparse
 import os
 import sys
 
-from recbole_lth import paths
-from recbole_lth.compare import compare
-from recbole_lth.compact import VALUE_FORMATS
-from recbole_lth.export import export_recbole, export_ticket, record_evaluation
-from recbole_lth.report import write_report
+from recbole_lth.core import paths
+from recbole_lth.core.compact import VALUE_FORMATS
+from recbole_lth.deploy.export import export_recbole, export_ticket, record_evaluation
+from recbole_lth.views.compare import compare
+from recbole_lth.views.report import write_report
 
 COMMANDS = ("report", "export", "compare")
 

@@ -22,7 +22,7 @@ break, is idempotent, and does nothing where the installed version is fine.
    fail.  Those files are the user's own RecBole checkpoints, so inside those
    RecBole modules ``torch.load`` defaults to ``weights_only=False`` again.
    Our own checkpoints hold tensors and plain data only and are always loaded
-   with ``weights_only=True`` (see ``recbole_lth.checkpoint``).
+   with ``weights_only=True`` (see ``recbole_lth.core.checkpoint``).
 4. pandas 3 (copy-on-write) makes RecBole's chained
    ``df[field].fillna(value, inplace=True)`` a silent no-op, leaving NaN in
    token/float fields (``Dataset._fill_nan``) and in sequence fields right

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import textwrap
 
-from recbole_lth import methods, settings
+from recbole_lth import methods
+from recbole_lth.core import settings
 
 USAGE = """usage: run_recbole_lth.py --model=MODEL --dataset=DATASET [--method=METHOD | --method=[M1,M2,...]]
                           [--config_files="a.yaml b.yaml"] [--key=value ...]

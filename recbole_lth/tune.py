@@ -29,10 +29,11 @@ import math
 from pathlib import Path
 from time import perf_counter
 
-from recbole_lth import api, methods, paths
-from recbole_lth.engine import TicketHook
-from recbole_lth.errors import ConfigError, TrainingDiverged
-from recbole_lth.settings import parse_value
+from recbole_lth import api, methods
+from recbole_lth.core import paths
+from recbole_lth.core.errors import ConfigError, TrainingDiverged
+from recbole_lth.core.settings import parse_value
+from recbole_lth.engine.run import TicketHook
 
 logger = logging.getLogger("recbole_lth")
 

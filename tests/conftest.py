@@ -71,7 +71,7 @@ def tiny_data(tmp_path):
 @pytest.fixture
 def trained_keys(monkeypatch):
     """The keys of the tickets trained (not loaded) from now on, in order."""
-    from recbole_lth.engine import Run
+    from recbole_lth.engine.run import Run
 
     keys = []
     original = Run._train

@@ -1,4 +1,5 @@
-"""The package's shape: imports run one way, no private name crosses a module,
+"""The package's shape: its layers are folders and imports run one way between them,
+no private name crosses a module,
 and every declared key, method and properties file agree."""
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import recbole_lth
-from recbole_lth import methods, settings
+from recbole_lth import methods
+from recbole_lth.core import settings
 
 PACKAGE = Path(recbole_lth.__file__).resolve().parent
 
@@ -86,17 +88,45 @@ def test_no_private_name_crosses_a_module():
     assert crossing == []
 
 
+# The layers, lowest first: a module imports only its own layer and those below.
+LAYERS = ("core", "backbones", "engine", "sparse", "methods", "deploy", "views", "entry")
+# The entry modules sit at the top of the package, beside the layers' folders.
+ENTRY = {"recbole_lth", "recbole_lth.api", "recbole_lth.cli", "recbole_lth.commands", "recbole_lth.helptext",
+         "recbole_lth.tune", "recbole_lth.version", "recbole_lth.compat"}
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) > 2 or (len(parts) == 2 and (PACKAGE / parts[1]).is_dir()):
+        return parts[1]
+    return "entry"
+
+
+def test_every_module_lives_in_a_layer():
+    """A folder is a layer; a module beside the folders is an entry module."""
+    assert {_layer(m) for m in MODULES} == set(LAYERS)
+    assert {m for m in MODULES if _layer(m) == "entry"} == ENTRY
+
+
+def test_imports_go_one_way_between_the_layers():
+    """A module in a lower layer never imports one in a higher layer."""
+    upward = [f"{m} ({_layer(m)}) imports {dep} ({_layer(dep)})" for m, (deps, _) in sorted(GRAPH.items())
+              for dep in sorted(deps) if LAYERS.index(_layer(dep)) > LAYERS.index(_layer(m))]
+    assert upward == []
+
+
 def test_the_engine_imports_nothing_method_specific():
     method_modules = {m for m in MODULES if m.startswith("recbole_lth.methods")} | {
-        "recbole_lth.distill", "recbole_lth.dynamic", "recbole_lth.budget", "recbole_lth.api"}
-    for core in ("recbole_lth.engine", "recbole_lth.paths", "recbole_lth.builder", "recbole_lth.masking",
-                 "recbole_lth.pruning", "recbole_lth.trainer", "recbole_lth.settings"):
+        "recbole_lth.sparse.distill", "recbole_lth.sparse.dynamic", "recbole_lth.sparse.budget", "recbole_lth.api"}
+    for core in ("recbole_lth.engine.run", "recbole_lth.core.paths", "recbole_lth.engine.builder",
+                 "recbole_lth.core.masking", "recbole_lth.core.pruning", "recbole_lth.engine.trainer",
+                 "recbole_lth.core.settings"):
         assert not GRAPH[core][0] & method_modules, core
 
 
-VIEWS = ("recbole_lth.report", "recbole_lth.judge", "recbole_lth.plots", "recbole_lth.popularity",
-         "recbole_lth.markdown", "recbole_lth.compare", "recbole_lth.summary", "recbole_lth.export",
-         "recbole_lth.tune")
+VIEWS = ("recbole_lth.views.report", "recbole_lth.views.judge", "recbole_lth.views.plots",
+         "recbole_lth.views.popularity", "recbole_lth.views.markdown", "recbole_lth.views.compare",
+         "recbole_lth.views.summary", "recbole_lth.deploy.export", "recbole_lth.tune")
 
 
 def test_no_view_tests_a_method_by_its_name():
@@ -121,7 +151,7 @@ def test_run_directory_file_names_have_one_home():
     names = ("settings.json", "results.csv", "ticket.pt", "result.json", "init_state.pt", "rewind_state.pt",
              "popularity.pt", "tables.json", "run.log", "report.md")
     for module, path in MODULES.items():
-        if module == "recbole_lth.paths":
+        if module == "recbole_lth.core.paths":
             continue
         code = [n.value for n in ast.walk(ast.parse(path.read_text()))
                 if isinstance(n, ast.Constant) and isinstance(n.value, str)]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from recbole_lth import backbones, builder
+from recbole_lth import backbones
+from recbole_lth.engine import builder
 
 DECLARED = list(backbones.BACKBONES)
 
@@ -61,7 +62,7 @@ def test_one_omp_ticket_on_a_recbole_general_recommender(tiny_data, tmp_path, na
 ])
 def test_what_needs_a_declaration_is_refused_for_an_undeclared_model(method, overrides, missing):
     from recbole_lth.api import settings_for
-    from recbole_lth.errors import ConfigError
+    from recbole_lth.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=f"DMF declares no {missing}"):
         settings_for("DMF", "ml-100k", method, None, {"state": "ERROR", **overrides})

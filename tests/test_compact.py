@@ -4,8 +4,11 @@ import json
 import pytest
 import torch
 
-from recbole_lth import cli, compact, export, paths, results
-from recbole_lth.compact import CompactTable, layout_bytes
+from recbole_lth import cli
+from recbole_lth.core import compact, paths
+from recbole_lth.core.compact import CompactTable, layout_bytes
+from recbole_lth.deploy import export
+from recbole_lth.engine import results
 
 BACKBONES = ["BPR", "LightGCN", "NeuMF", "MultiVAE", "CDAE"]
 # int8 row-wise values may move a full-sort metric by a few ranks; on ml-100k
@@ -155,7 +158,8 @@ def test_lightgcn_final_embeddings_option_is_the_propagated_model(backbone_runs,
 
 
 def test_report_counts_bytes_per_layout_from_the_masks(backbone_runs):
-    from recbole_lth import checkpoint, report
+    from recbole_lth.core import checkpoint
+    from recbole_lth.views import report
 
     run_dir = backbone_runs["CDAE"]
     stored = checkpoint.load(paths.RunPaths(run_dir).ticket_weights("omp_0.9"))
@@ -174,7 +178,7 @@ def test_report_counts_bytes_per_layout_from_the_masks(backbone_runs):
 
 
 def test_export_evaluate_is_listed_in_the_report_and_bad_values_are_refused(backbone_runs, capsys):
-    from recbole_lth import report
+    from recbole_lth.views import report
 
     run_dir = backbone_runs["BPR"]
     assert cli.main(["export", str(run_dir), "omp_0.5", "--values", "fp16", "--evaluate"]) == 0

@@ -10,8 +10,9 @@ import scipy.sparse as sp
 import torch
 
 import recbole_lth  # noqa: F401  (applies the patches)
-from recbole_lth import checkpoint, compat
-from recbole_lth.builder import bundled_data_path
+from recbole_lth import compat
+from recbole_lth.core import checkpoint
+from recbole_lth.engine.builder import bundled_data_path
 
 
 def _config(model="BPR", **extra):
@@ -140,7 +141,7 @@ def test_recbole_config_takes_gloo_and_the_cpu_once_per_process(tmp_path):
     import torch.distributed as dist
     from recbole.config import Config
 
-    from recbole_lth import distributed
+    from recbole_lth.engine import distributed
     import recbole.trainer.trainer as recbole_trainer
 
     keys = {"local_rank": 0, "world_size": 1, "nproc": 1, "offset": 0, "ip": "127.0.0.1",

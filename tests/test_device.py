@@ -16,11 +16,15 @@ import copy
 import pytest
 import torch
 
-from recbole_lth import api, builder, checkpoint, compact, distill, export, pruning
-from recbole_lth.masking import ParameterMask, select_prunable
+from recbole_lth import api
+from recbole_lth.core import checkpoint, compact, pruning
+from recbole_lth.core.masking import ParameterMask, select_prunable
+from recbole_lth.core.pruning import kept_count
+from recbole_lth.deploy import export
+from recbole_lth.engine import builder
+from recbole_lth.engine.trainer import evaluation_trainer, invalidate_caches, sparse_trainer
 from recbole_lth.methods import dsl, pep
-from recbole_lth.pruning import kept_count
-from recbole_lth.trainer import evaluation_trainer, invalidate_caches, sparse_trainer
+from recbole_lth.sparse import distill
 
 from conftest import QUICK
 

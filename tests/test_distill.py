@@ -9,12 +9,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from recbole_lth import builder, checkpoint, distill, methods
+from recbole_lth import methods
 from recbole_lth.api import prepare, settings_for
-from recbole_lth.engine import Run
-from recbole_lth.errors import ConfigError
-from recbole_lth.masking import ParameterMask, select_prunable
+from recbole_lth.core import checkpoint
+from recbole_lth.core.errors import ConfigError
+from recbole_lth.core.masking import ParameterMask, select_prunable
+from recbole_lth.engine import builder
+from recbole_lth.engine.run import Run
 from recbole_lth.methods.small_dense import small_sizes
+from recbole_lth.sparse import distill
 
 from conftest import quick_settings
 

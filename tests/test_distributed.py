@@ -6,8 +6,10 @@ import torch
 import torch.distributed as dist
 
 import recbole_lth
-from recbole_lth import checkpoint, cli, distributed, paths, results
-from recbole_lth.errors import RankFailed
+from recbole_lth import cli
+from recbole_lth.core import checkpoint, paths
+from recbole_lth.core.errors import RankFailed
+from recbole_lth.engine import distributed, results
 
 from conftest import quick_settings
 

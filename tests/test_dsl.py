@@ -8,15 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-from recbole_lth import checkpoint, dynamic
 from recbole_lth.api import settings_for
-from recbole_lth.dynamic import (
+from recbole_lth.core import checkpoint
+from recbole_lth.sparse import dynamic
+from recbole_lth.sparse.dynamic import (
     Explorer, GradientGrow, Schedule, drop_fraction, exchange, exchange_counts, magnitude_drop,
 )
-from recbole_lth.engine import TicketHook
-from recbole_lth.errors import ConfigError
-from recbole_lth.masking import ParameterMask
-from recbole_lth.pruning import kept_count
+from recbole_lth.core.errors import ConfigError
+from recbole_lth.core.masking import ParameterMask
+from recbole_lth.core.pruning import kept_count
+from recbole_lth.engine.run import TicketHook
 
 
 # ------------------------------------------------------------------ schedule

@@ -4,8 +4,8 @@ import json
 import pytest
 import torch
 
-from recbole_lth import checkpoint, pruning
-from recbole_lth.errors import ConfigError
+from recbole_lth.core import checkpoint, pruning
+from recbole_lth.core.errors import ConfigError
 from recbole_lth.methods import eb
 
 

@@ -1,7 +1,7 @@
 """Full-sort evaluation batched by a memory budget: same metrics, fewer batches."""
 import pytest
 
-from recbole_lth import builder
+from recbole_lth.engine import builder
 
 
 @pytest.mark.parametrize("model", ["BPR", "NeuMF"])

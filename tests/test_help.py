@@ -1,8 +1,9 @@
 """--help and --version come from the declarations: every method and key has a line."""
 import pytest
 
-from recbole_lth import methods, settings
+from recbole_lth import methods
 from recbole_lth.cli import main
+from recbole_lth.core import settings
 from recbole_lth.helptext import defaults
 
 

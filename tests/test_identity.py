@@ -7,8 +7,9 @@ import shutil
 import pytest
 
 import recbole_lth
-from recbole_lth import api, settings
-from recbole_lth.errors import ConfigError
+from recbole_lth import api
+from recbole_lth.core import settings
+from recbole_lth.core.errors import ConfigError
 
 CONFIG = {"epochs": 1, "state": "WARNING", "show_progress": False, "progress": False, "embedding_size": 8,
           "train_batch_size": 4096, "eval_batch_size": 40960, "target_sparsities": [0.5]}

@@ -8,9 +8,10 @@ import sys
 
 import pytest
 
-from recbole_lth import builder, paths
 from recbole_lth.cli import main
-from recbole_lth.errors import ConfigError
+from recbole_lth.core import paths
+from recbole_lth.core.errors import ConfigError
+from recbole_lth.engine import builder
 
 from conftest import quick_settings
 

@@ -4,9 +4,10 @@ import csv
 import pytest
 import torch
 
-from recbole_lth import api, checkpoint, methods
-from recbole_lth.engine import Run, TicketHook
-from recbole_lth.errors import TrainingDiverged
+from recbole_lth import api, methods
+from recbole_lth.core import checkpoint
+from recbole_lth.core.errors import TrainingDiverged
+from recbole_lth.engine.run import Run, TicketHook
 
 from conftest import QUICK
 

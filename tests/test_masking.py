@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from recbole_lth.errors import ConfigError
-from recbole_lth.masking import ParameterMask, select_prunable
+from recbole_lth.core.errors import ConfigError
+from recbole_lth.core.masking import ParameterMask, select_prunable
 
 
 class TwoTables(nn.Module):
@@ -134,7 +134,7 @@ def test_other_optimizers_get_the_post_step_rezero():
 
 def test_trainer_builds_the_fused_optimizer_unless_disabled(tmp_path):
     from recbole_lth import api
-    from recbole_lth.trainer import sparse_trainer
+    from recbole_lth.engine.trainer import sparse_trainer
 
     from conftest import QUICK
 

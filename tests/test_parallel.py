@@ -15,9 +15,9 @@ import pytest
 import torch
 
 import recbole_lth
-from recbole_lth import checkpoint, paths
 from recbole_lth.cli import main
-from recbole_lth.results import WALL_TIME_COLUMNS
+from recbole_lth.core import checkpoint, paths
+from recbole_lth.engine.results import WALL_TIME_COLUMNS
 from tests.conftest import QUICK
 
 # One thread per ticket everywhere, so that sequential and parallel tickets

@@ -8,13 +8,14 @@ import torch
 from torch import nn
 
 import recbole_lth
-from recbole_lth import checkpoint, methods, paths
+from recbole_lth import methods
 from recbole_lth.api import prepare, settings_for
-from recbole_lth.engine import TicketHook
-from recbole_lth.errors import ConfigError
-from recbole_lth.masking import table_axes
+from recbole_lth.core import checkpoint, paths
+from recbole_lth.core.errors import ConfigError
+from recbole_lth.core.masking import table_axes
+from recbole_lth.core.pruning import kept_count
+from recbole_lth.engine.run import TicketHook
 from recbole_lth.methods import pep
-from recbole_lth.pruning import kept_count
 
 from conftest import QUICK
 
@@ -217,7 +218,7 @@ def test_gathered_search_and_cheap_bookkeeping_match_the_full_table_search(tmp_p
 
 
 def pruning_keep(margins, target):
-    from recbole_lth.pruning import keep_top
+    from recbole_lth.core.pruning import keep_top
 
     return keep_top({"m": margins}, {"m": torch.ones_like(margins, dtype=torch.bool)}, target)["m"]
 

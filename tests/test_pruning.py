@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from recbole_lth import pruning
+from recbole_lth.core import pruning
 
 
 def _weights(seed=0):

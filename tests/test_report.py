@@ -7,9 +7,13 @@ import pytest
 import torch
 
 import recbole_lth
-from recbole_lth import api, checkpoint, cli, export, paths, popularity, pruning, report, results
-from recbole_lth.masking import ParameterMask, entity_axis
-from recbole_lth.trainer import invalidate_caches, sparse_trainer
+from recbole_lth import api, cli
+from recbole_lth.core import checkpoint, paths, pruning
+from recbole_lth.core.masking import ParameterMask, entity_axis
+from recbole_lth.deploy import export
+from recbole_lth.engine import results
+from recbole_lth.engine.trainer import invalidate_caches, sparse_trainer
+from recbole_lth.views import popularity, report
 
 from conftest import QUICK
 
@@ -155,7 +159,7 @@ def test_report_from_a_fixed_results_csv(tmp_path):
     assert "| 0.55 | 0.2 | row |" in cost  # the method's own MAC columns are used
     cost = next(line for line in text.splitlines() if line.startswith("| round_02 | imp |") and "costs" in line)
     assert "| 4000 | 2685 | 0.6713 |" in cost  # bitmap 1000/8 bytes + 4 bytes x 640 kept
-    # recbole_lth.costs on BPR: both tables read by every product, equal shares of (1-0.3, 1-0.42)
+    # recbole_lth.sparse.costs on BPR: both tables read by every product, equal shares of (1-0.3, 1-0.42)
     assert "| 0.64 | 0.64 | costs |" in cost
     cost = next(line for line in text.splitlines() if line.startswith("| round_01 | imp |") and "1−s" in line)
     assert "| 0.8 | 0.8 | 1−s |" in cost  # no per-table sparsities: the stated fallback
@@ -181,7 +185,7 @@ def test_report_of_a_real_run_has_embedding_sizes(omp_run):
     # the bucket table accounts for every kept entry of the ticket (padding row aside)
     masks = checkpoint.load(run_dir / "tickets" / "omp_0.9" / "ticket.pt")["masks"]
     counts = popularity.load_popularity(run_dir)
-    records, _ = popularity.embedding_size_buckets(masks, counts, buckets=5, axes=popularity.table_axes(run_dir))
+    records, _ = popularity.embedding_size_buckets(masks, counts, buckets=5, axes=paths.table_axes(run_dir))
     for name, mask in masks.items():
         mine = [r for r in records if r["tensor"] == name]
         assert sum(r["entities"] for r in mine) == mask.shape[0] - 1

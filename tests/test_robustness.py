@@ -15,8 +15,9 @@ import time
 import pytest
 import torch
 
-from recbole_lth import checkpoint, judge, paths
 from recbole_lth.cli import main
+from recbole_lth.core import checkpoint, paths
+from recbole_lth.views import judge
 
 FAST = ["--model=BPR", "--dataset=ml-100k", "--state=WARNING", "--embedding_size=8", "--epochs=1",
         "--eval_batch_size=40960", "--train_batch_size=4096"]
@@ -103,7 +104,7 @@ def test_a_nan_in_the_pep_search_is_one_line_and_exit_1(tmp_path, capsys):
 
 
 def test_the_nan_hint_names_kd_weight_when_distilling(tmp_path, capsys, monkeypatch):
-    from recbole_lth import distill
+    from recbole_lth.sparse import distill
 
     monkeypatch.setattr(distill.Distiller, "kd_loss", lambda self, model, inter: torch.tensor(float("nan")))
     status, err = _cli(capsys, "--method=rp_kd", "--target_sparsities=[0.5]", f"--run_dir={tmp_path / 'run'}")

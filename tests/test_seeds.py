@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 import recbole_lth
-from recbole_lth import parallel, paths
 from recbole_lth.cli import main
+from recbole_lth.core import paths
+from recbole_lth.engine import parallel
 from tests.test_parallel import STUDY, assert_same_run
 
 SEEDED = {**STUDY, "target_sparsities": [0.5]}
@@ -110,7 +111,7 @@ def test_more_workers_than_cores_is_a_warning_not_an_error():
 
 
 def test_more_workers_than_gpus_is_refused(monkeypatch):
-    from recbole_lth.errors import ConfigError
+    from recbole_lth.core.errors import ConfigError
 
     monkeypatch.setattr(parallel, "gpu_ids", lambda settings: ["0", "1"])
     assert parallel.check({"workers": 2, "executor": "local"}) == []

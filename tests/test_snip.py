@@ -6,8 +6,9 @@ import csv
 import pytest
 import torch
 
-from recbole_lth import api, checkpoint, methods, pruning
-from recbole_lth.errors import ConfigError
+from recbole_lth import api, methods
+from recbole_lth.core import checkpoint, pruning
+from recbole_lth.core.errors import ConfigError
 from recbole_lth.methods import snip
 
 from conftest import QUICK

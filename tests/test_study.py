@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from recbole_lth import api
-from recbole_lth.errors import ConfigError
+from recbole_lth.core.errors import ConfigError
 
 
 def test_a_study_trains_one_dense_ticket_and_judges_every_row(quick_run, trained_keys):
@@ -64,7 +64,7 @@ def test_target_sparsities_imp_needs_a_pruned_round():
 
 
 def test_dense_weight_decays_make_the_best_on_validation_the_reference(quick_run, trained_keys):
-    from recbole_lth import checkpoint
+    from recbole_lth.core import checkpoint
 
     result = quick_run("BPR", "omp", epochs=2, target_sparsities=[0.5], dense_weight_decays=[0, 0.5])
     rows = {r["ticket"]: r for r in csv.DictReader(open(result.results_csv))}

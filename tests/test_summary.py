@@ -9,7 +9,8 @@ import math
 
 import pytest
 
-from recbole_lth import compare, paths, summary
+from recbole_lth.core import paths
+from recbole_lth.views import compare, summary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 T_975_DF2 = 4.302653

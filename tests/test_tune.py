@@ -5,7 +5,7 @@ import pytest
 
 from recbole_lth import tune
 from recbole_lth.cli import main
-from recbole_lth.errors import ConfigError
+from recbole_lth.core.errors import ConfigError
 
 
 def test_params_file_format(tmp_path):
@@ -53,7 +53,7 @@ def test_a_misspelt_parameter_is_refused(tmp_path, capsys):
 KILLED_IN_TRIAL_1 = """
 import os, signal, sys
 from recbole_lth import cli
-from recbole_lth.engine import Run
+from recbole_lth.engine.run import Run
 original = Run._train
 def train(self, key, *args, **kwargs):
     if self.paths.root.name == "trial_001" and key == "rp_0.5":
@@ -115,7 +115,7 @@ def test_a_killed_study_resumes_as_the_uninterrupted_one(tmp_path, tiny_data):
 
 def test_a_diverged_trial_is_a_failed_row_and_the_study_goes_on(tmp_path, tiny_data, monkeypatch):
     from recbole_lth import api
-    from recbole_lth.errors import TrainingDiverged
+    from recbole_lth.core.errors import TrainingDiverged
 
     real_run = api.run
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from recbole_lth import masking
 from recbole_lth.backbones import bpr, cdae, lightgcn, multivae, neumf, ngcf
 from recbole_lth.backbones.base import Backbone, generic_tables
-from recbole_lth.errors import ConfigError
+from recbole_lth.core import masking
+from recbole_lth.core.errors import ConfigError
 
 _DECLARED = [
     bpr.BACKBONE,

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from recbole_lth import masking
+from recbole_lth.core import masking
 
 # (dense MACs, names of the weight tensors those MACs read)
 Term = tuple[float, tuple[str, ...]]
@@ -94,7 +94,7 @@ class Backbone:
     widths: Callable[[object, float], dict] | None = None
     # Floats held per (user, item) score while full-sort evaluation scores a batch.
     score_width: Callable[[object], int] = lambda config: 1
-    # costs(model, phase, batch_size) -> [Term]: its multiply-accumulates (recbole_lth.costs).
+    # costs(model, phase, batch_size) -> [Term]: its multiply-accumulates (recbole_lth.sparse.costs).
     costs: Callable[[nn.Module, str, int], list[Term]] | None = None
     scores: Scores | None = None  # distillation
     # compact(model, final_embeddings): make a model whose tables were replaced

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import types
 
-from recbole_lth import compact
 from recbole_lth.backbones.base import Backbone, Lcm, Scores, Term, keeps_lookups, shrunk
+from recbole_lth.core import compact
 
 TABLES = {"user_embedding.weight": ("user", 0), "item_embedding.weight": ("item", 0)}
 

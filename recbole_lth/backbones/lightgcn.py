@@ -5,9 +5,9 @@ import types
 
 import torch
 
-from recbole_lth import compact
 from recbole_lth.backbones.base import Backbone, Lcm, Scores, Term
 from recbole_lth.backbones.bpr import TABLES, embedding_widths
+from recbole_lth.core import compact
 
 
 def costs(model, phase, batch_size) -> list[Term]:

@@ -5,10 +5,12 @@ Adding a method is one module declaring its ``Method``, one
 """
 from __future__ import annotations
 
-from recbole_lth import backbones, distill, pruning, settings
-from recbole_lth.errors import ConfigError
+from recbole_lth import backbones
+from recbole_lth.core import pruning, settings
+from recbole_lth.core.errors import ConfigError
 from recbole_lth.methods import dense, dsl, eb, imp, lcm, omp, pep, rp, small_dense, snip
 from recbole_lth.methods.base import Method
+from recbole_lth.sparse import distill
 
 _DECLARED = [
     dense.METHOD,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from recbole_lth.settings import Key
+from recbole_lth.core.settings import Key
 
 
 @dataclass(frozen=True)

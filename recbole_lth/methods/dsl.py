@@ -3,7 +3,7 @@
 * Sparsity initialisation: the exact-count random mask RP draws for that
   target (same seed), over the model's initial weights.
 * Sparse learning: RecBole's own training steps on the masked model.
-* Dynamic exploration (:mod:`recbole_lth.dynamic`) every ΔT
+* Dynamic exploration (:mod:`recbole_lth.sparse.dynamic`) every ΔT
   (``dsl_update_epochs``) epochs' worth of optimizer steps: drop the ``ρ_t``
   fraction of the active weights by ``dsl_drop`` and regrow as many by
   ``dsl_grow``; ``ρ_t`` decays from ``dsl_init_ratio`` to 0 at ``T_end``
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import logging
 
-from recbole_lth import dynamic
+from recbole_lth.core.errors import ConfigError
+from recbole_lth.core.paths import target_ticket
+from recbole_lth.core.settings import bool_key, choice_key, number_key
 from recbole_lth.methods.base import Method
 from recbole_lth.methods.rp import random_masks
-from recbole_lth.paths import target_ticket
-from recbole_lth.errors import ConfigError
-from recbole_lth.settings import bool_key, choice_key, number_key
+from recbole_lth.sparse import dynamic
 
 logger = logging.getLogger("recbole_lth")
 

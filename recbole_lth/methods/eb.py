@@ -29,13 +29,13 @@ from time import perf_counter
 
 import torch
 
-from recbole_lth import paths, pruning
-from recbole_lth.engine import TicketHook
-from recbole_lth.errors import raise_if_search_diverged
-from recbole_lth.masking import ParameterMask
+from recbole_lth.core import paths, pruning
+from recbole_lth.core.errors import raise_if_search_diverged
+from recbole_lth.core.masking import ParameterMask
+from recbole_lth.core.settings import number_key
+from recbole_lth.engine.run import TicketHook
+from recbole_lth.engine.trainer import sparse_trainer
 from recbole_lth.methods.base import Method
-from recbole_lth.settings import number_key
-from recbole_lth.trainer import sparse_trainer
 
 logger = logging.getLogger("recbole_lth")
 

@@ -7,10 +7,10 @@ weights (initial, or after ``rewind_epoch``), WR from the trained ones.
 """
 from __future__ import annotations
 
-from recbole_lth import pruning
-from recbole_lth.errors import ConfigError
+from recbole_lth.core import pruning
+from recbole_lth.core.errors import ConfigError
+from recbole_lth.core.paths import round_ticket
 from recbole_lth.methods.base import Method
-from recbole_lth.paths import round_ticket
 
 
 def planned_rounds(settings: dict) -> int:

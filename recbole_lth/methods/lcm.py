@@ -4,14 +4,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recbole_lth import backbones, builder
+from recbole_lth import backbones
 from recbole_lth.backbones.base import shrunk
-from recbole_lth.budget import BudgetRow, clamp_note, no_distillation
-from recbole_lth.distill import teacher_state
-from recbole_lth.errors import ConfigError
-from recbole_lth.masking import full_masks
+from recbole_lth.core.errors import ConfigError
+from recbole_lth.core.masking import full_masks
+from recbole_lth.core.paths import target_ticket
+from recbole_lth.engine import builder
 from recbole_lth.methods.base import Method
-from recbole_lth.paths import target_ticket
+from recbole_lth.sparse.budget import BudgetRow, clamp_note, no_distillation
+from recbole_lth.sparse.distill import teacher_state
 
 
 class ProjectedEmbedding(nn.Module):

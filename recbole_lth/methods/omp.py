@@ -1,9 +1,9 @@
 """OMP: train dense once; per target, prune the trained weights to it in one shot, rewind, retrain."""
 from __future__ import annotations
 
-from recbole_lth import pruning
+from recbole_lth.core import pruning
+from recbole_lth.core.paths import target_ticket
 from recbole_lth.methods.base import Method
-from recbole_lth.paths import target_ticket
 
 
 def plan(run) -> None:

@@ -38,14 +38,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from recbole_lth import paths
 from recbole_lth.backbones import table_axes
-from recbole_lth.engine import TicketHook
-from recbole_lth.errors import raise_if_search_diverged
+from recbole_lth.core import paths
+from recbole_lth.core.errors import raise_if_search_diverged
+from recbole_lth.core.pruning import keep_top, kept_count
+from recbole_lth.core.settings import choice_key, number_key
+from recbole_lth.engine.run import TicketHook
+from recbole_lth.engine.trainer import close_tensorboard, fused, invalidate_caches, tensorboard_in
 from recbole_lth.methods.base import Method
-from recbole_lth.pruning import keep_top, kept_count
-from recbole_lth.settings import choice_key, number_key
-from recbole_lth.trainer import close_tensorboard, fused, invalidate_caches, tensorboard_in
 
 logger = logging.getLogger("recbole_lth")
 

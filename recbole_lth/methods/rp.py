@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import logging
 
-from recbole_lth import pruning
+from recbole_lth.core import pruning
+from recbole_lth.core.paths import target_ticket
 from recbole_lth.methods.base import Method
-from recbole_lth.paths import target_ticket
 
 logger = logging.getLogger("recbole_lth")
 

@@ -1,10 +1,11 @@
 """``small_dense``: per target s, the same backbone with its prunable tables ⌈w·(1-s)⌉ wide, trained densely."""
 from __future__ import annotations
 
-from recbole_lth import backbones, builder
-from recbole_lth.budget import BudgetRow, clamp_note, no_distillation
+from recbole_lth import backbones
+from recbole_lth.core.paths import target_ticket
+from recbole_lth.engine import builder
 from recbole_lth.methods.base import Method
-from recbole_lth.paths import target_ticket
+from recbole_lth.sparse.budget import BudgetRow, clamp_note, no_distillation
 
 
 def small_sizes(config, sparsity: float) -> dict:

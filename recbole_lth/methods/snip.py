@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import torch
 
-from recbole_lth import distributed, pruning
+from recbole_lth.core import pruning
+from recbole_lth.core.paths import target_ticket
+from recbole_lth.core.settings import number_key
+from recbole_lth.engine import distributed
+from recbole_lth.engine.trainer import invalidate_caches
 from recbole_lth.methods.base import Method
-from recbole_lth.paths import target_ticket
-from recbole_lth.settings import number_key
-from recbole_lth.trainer import invalidate_caches
 
 KEYS = (number_key("snip_batches", "training batches whose loss gradient scores the initial weights", 1,
                    whole=True),)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from recbole_lth import paths
+from recbole_lth.core import paths
 
 FORMAT = "recbole_lth/1"
 

@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from recbole_lth.masking import PRUNE_SCOPES
+from recbole_lth.core.masking import PRUNE_SCOPES
 
 Masks = dict[str, torch.Tensor]
 Tensors = dict[str, torch.Tensor]

@@ -8,7 +8,7 @@
 """
 from __future__ import annotations
 
-from recbole_lth.paths import DENSE_TICKET, is_dense_candidate
+from recbole_lth.core.paths import DENSE_TICKET, is_dense_candidate
 
 
 def is_zero(value) -> bool:

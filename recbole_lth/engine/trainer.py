@@ -5,7 +5,7 @@ would pick for the model (``get_trainer``) with :class:`SparseTrainerMixin`.
 RecBole's own ``fit`` runs unchanged (its data loaders, early stopping on the
 validation metric, full-sort evaluator); the mixin only
 
-* attaches the :class:`~recbole_lth.masking.ParameterMask` to the optimizer
+* attaches the :class:`~recbole_lth.core.masking.ParameterMask` to the optimizer
   (pruned weights stay exactly zero through every step), built as torch's
   fused implementation of RecBole's learner where one exists,
 * keeps the best-on-validation weights in memory instead of pickling RecBole's
@@ -20,7 +20,7 @@ from contextlib import contextmanager
 import torch
 from recbole.utils import get_trainer
 
-from recbole_lth.masking import ParameterMask
+from recbole_lth.core.masking import ParameterMask
 
 
 FUSABLE_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.Adagrad)

@@ -42,7 +42,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from recbole_lth.errors import ConfigError
+from recbole_lth.core.errors import ConfigError
 
 PRUNE_TARGETS = ("embeddings", "all_weights")
 

@@ -5,7 +5,7 @@
 never evaluates anything, so the test set is used for nothing but the
 metrics already in the results.  It works with any set of columns: methods
 add columns (costs, notes, ...) and the report shows what is there.  The
-verdicts are :mod:`recbole_lth.judge`'s; the costs are one accounting for
+verdicts are :mod:`recbole_lth.views.judge`'s; the costs are one accounting for
 every row (``_COST_TEXT``).
 """
 from __future__ import annotations
@@ -16,16 +16,19 @@ from pathlib import Path
 
 import yaml
 
-from recbole_lth import builder, checkpoint, costs, methods, paths
-from recbole_lth.export import BYTE_LAYOUTS, table_export_bytes, ticket_bytes
-from recbole_lth.judge import (
+from recbole_lth import methods
+from recbole_lth.core import checkpoint, paths
+from recbole_lth.deploy.export import BYTE_LAYOUTS, table_export_bytes, ticket_bytes
+from recbole_lth.engine import builder
+from recbole_lth.sparse import costs
+from recbole_lth.views.judge import (
     companion_metric, dense_reference, is_winning, is_zero, metric_label, relative_change, verdict_cell,
     verdict_metric,
 )
-from recbole_lth.markdown import fmt, md_table, pct
-from recbole_lth.plots import plot_curves, plot_embedding_sizes
-from recbole_lth.popularity import embedding_size_buckets, load_popularity, table_axes
-from recbole_lth.results import columns_of, read_results, read_settings
+from recbole_lth.engine.results import columns_of, read_results, read_settings
+from recbole_lth.views.markdown import fmt, md_table, pct
+from recbole_lth.views.plots import plot_curves, plot_embedding_sizes
+from recbole_lth.views.popularity import embedding_size_buckets, load_popularity
 
 logger = logging.getLogger("recbole_lth")
 
@@ -35,7 +38,7 @@ _COST_TEXT = (
     "(4 bytes × `prunable_params`). *Export* = what `export` writes for those tensors: a 1-bit-per-entry "
     "bitmap plus 4 bytes per kept value (`active_params`), i.e. (1−s)+1/32 of the dense table; the file adds "
     "the non-prunable parameters as they are and a few KB of metadata. *MACs relative to dense*: "
-    "`recbole_lth.costs` (each multiply-accumulate of the backbone's products is attributed to the pruned "
+    "`recbole_lth.sparse.costs` (each multiply-accumulate of the backbone's products is attributed to the pruned "
     "tables it reads and scaled by their kept fraction; work on dense activations derived from them is not "
     "discounted; training ≈ forward ratio; inference = full-sort scoring). \"row\": the method wrote these "
     "columns itself with that accounting (e.g. DSL adds its dense-gradient steps); \"costs\": computed here "
@@ -55,7 +58,7 @@ def _train_batch_size(run_dir: Path, settings: dict) -> int:
 
 
 def computed_macs(run_dir: Path, rows: list[dict], settings: dict, model=None) -> tuple[list, str]:
-    """``recbole_lth.costs`` MACs for the rows that carry no ``macs_*`` columns
+    """``recbole_lth.sparse.costs`` MACs for the rows that carry no ``macs_*`` columns
     (aligned with ``rows``; None where not computed) and a note on why not."""
     out: list = [None] * len(rows)
     wanted = [
@@ -115,7 +118,7 @@ COST_HEADERS = [
 
 
 _BYTES_TEXT = (
-    "What each ticket's model takes in memory when served compact (`recbole_lth.compact`), per layout of "
+    "What each ticket's model takes in memory when served compact (`recbole_lth.core.compact`), per layout of "
     "its prunable tables, the model's other tensors (non-prunable parameters and buffers) counted once in "
     "every column. *bitmap*: 1 bit per entry (rows padded to whole bytes), an int32 offset per row and the "
     "kept values (int8: a fp16 scale and offset per row); *CSR*: a column index and a value per kept entry "
@@ -184,7 +187,7 @@ def _embedding_section(run_dir: Path, rows: list[dict], ticket: str | None, buck
     stored = checkpoint.load(_ticket_file(run_dir, ticket))
     masks = stored.get("masks") or {}
     counts = load_popularity(run_dir)
-    records, notes = embedding_size_buckets(masks, counts, buckets, table_axes(run_dir))
+    records, notes = embedding_size_buckets(masks, counts, buckets, paths.table_axes(run_dir))
     sparsity = next((r.get("sparsity") for r in rows if r.get("ticket") == ticket), None)
     lines += [
         f"Ticket `{ticket}` (sparsity {fmt(sparsity)}). Kept dimensions = entries of the row (or column) the "

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from recbole_lth import builder, checkpoint, paths
-from recbole_lth.masking import entity_axis
+from recbole_lth.core import checkpoint, paths
+from recbole_lth.core.masking import entity_axis
+from recbole_lth.engine import builder
 
 
 def interaction_counts(train_dataset) -> dict[str, torch.Tensor]:
@@ -37,22 +38,6 @@ def load_popularity(run_dir) -> dict:
     if not run_paths.popularity.is_file():
         save_popularity(run_paths, builder.rebuild(paths.read_json(run_paths.settings), run_dir)[0])
     return checkpoint.load(run_paths.popularity)["state_dict"]
-
-
-def save_table_axes(run_paths: paths.RunPaths, axes: dict, shapes: dict) -> None:
-    """Which entity each prunable tensor indexes, along which axis (the mask
-    core decides it from the module types; the report reads it here)."""
-    paths.write_json(run_paths.tables, {
-        n: {"shape": list(shapes[n]), "side": a[0] if a else None, "axis": a[1] if a else None}
-        for n, a in axes.items()
-    })
-
-
-def table_axes(run_dir) -> dict:
-    run_paths = paths.RunPaths(run_dir)
-    if not run_paths.tables.is_file():
-        return {}
-    return {n: (t["side"], t["axis"]) if t["side"] else None for n, t in paths.read_json(run_paths.tables).items()}
 
 
 def embedding_size_buckets(masks: dict, counts: dict, buckets: int = 5, axes: dict | None = None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from recbole_lth.judge import metric_label
+from recbole_lth.views.judge import metric_label
 
 
 def _pyplot():

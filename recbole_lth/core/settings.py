@@ -23,8 +23,8 @@ from typing import Callable, Iterable
 
 import yaml
 
-from recbole_lth.errors import ConfigError, UnknownKey
-from recbole_lth.masking import PRUNE_SCOPES, PRUNE_TARGETS
+from recbole_lth.core.errors import ConfigError, UnknownKey
+from recbole_lth.core.masking import PRUNE_SCOPES, PRUNE_TARGETS
 
 # Keys that change how a run is shown or where it runs, not what it computes:
 # they are left out of the run's identity, so changing them resumes a run.
@@ -43,7 +43,7 @@ VOLATILE_KEYS = frozenset({
 def properties_dir() -> Path:
     """``properties/``: inside the installed package (a wheel ships it there),
     or at the top of the checkout (an editable install)."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent  # the package folder (this is core/settings.py)
     packaged = here / "properties"
     return packaged if packaged.is_dir() else here.parent / "properties"
 

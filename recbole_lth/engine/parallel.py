@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from recbole_lth.errors import ConfigError, RankFailed
+from recbole_lth.core.errors import ConfigError, RankFailed
 
 logger = logging.getLogger("recbole_lth")
 
@@ -248,7 +248,7 @@ def run_local(target, args: tuple, workers: int, threads: int, poll: Callable[[]
             job_file = Path(folder) / f"worker_{index}.pkl"
             with open(job_file, "wb") as f:
                 pickle.dump((target, args, index, threads), f)
-            entry = f"from recbole_lth.parallel import worker_process_main; worker_process_main({str(job_file)!r})"
+            entry = f"from recbole_lth.engine.parallel import worker_process_main; worker_process_main({str(job_file)!r})"
             processes.append((subprocess.Popen([sys.executable, "-c", entry]), job_file.with_suffix(".failed")))
         try:
             running = list(processes)

@@ -323,12 +323,12 @@ def stream_scores(queries: torch.Tensor, table: CompactTable) -> torch.Tensor:
 
 def compact_model(skeleton: nn.Module, tables: dict[str, CompactTable], dense_state: dict) -> nn.Module:
     """``skeleton`` (a RecBole model whose parameters are on the meta device,
-    :func:`recbole_lth.builder.skeleton_model`) with each prunable tensor
+    :func:`recbole_lth.engine.builder.skeleton_model`) with each prunable tensor
     ``tables[name]`` replaced by its compact module and every other tensor
     taken from ``dense_state``; in eval mode.
 
     How the model then scores through its compact modules is its backbone's
-    (``Backbone.compact``, applied by :func:`recbole_lth.export.compact_model`),
+    (``Backbone.compact``, applied by :func:`recbole_lth.deploy.export.compact_model`),
     as is ``final_embeddings``.
     """
     device = next((t.bitmap.device for t in tables.values()), torch.device("cpu"))

@@ -1,6 +1,6 @@
 """Knowledge distillation from the dense model into sparse tickets (LTH + KD).
 
-A :class:`Distiller` is a :class:`~recbole_lth.engine.TicketHook`: for every
+A :class:`Distiller` is a :class:`~recbole_lth.engine.run.TicketHook`: for every
 ticket whose mask is not full it wraps ``trainer.loss_func`` (the loss
 RecBole's own loop optimises) as ``model loss + kd_weight * L_kd``.  The
 teacher is a second instance of the same RecBole model class loaded with the
@@ -23,7 +23,7 @@ optimizer, mask and checkpoints never see it.
   2015), ``T = kd_temperature``.  Zero exactly when the scores are equal.
 
 What "score" and "P(u likes i)" mean follows each model's own likelihood
-(:mod:`recbole_lth.scoring`; the README's "Distillation and dense baselines").
+(:mod:`recbole_lth.sparse.scoring`; the README's "Distillation and dense baselines").
 """
 from __future__ import annotations
 
@@ -32,13 +32,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from recbole_lth import builder, checkpoint
-from recbole_lth.engine import Run, TicketHook
-from recbole_lth.errors import ConfigError
-from recbole_lth.scoring import (
+from recbole_lth.core import checkpoint
+from recbole_lth.core.errors import ConfigError
+from recbole_lth.engine import builder
+from recbole_lth.engine.run import Run, TicketHook
+from recbole_lth.sparse.scoring import (
     is_autoencoder, is_graph_model, is_multinomial, log_likes, pair_logits, propagate_once, row_logits,
 )
-from recbole_lth.settings import Key, choice_key, number_key
+from recbole_lth.core.settings import Key, choice_key, number_key
 
 KD_TYPES = ("ranking", "score")
 

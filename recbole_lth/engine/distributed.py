@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from recbole_lth import paths
+from recbole_lth.core import paths
 
 
 @dataclass(frozen=True)
@@ -160,12 +160,12 @@ def launch(nproc: int, target, args: tuple) -> None:
     """Run ``target(*args)`` in ``nproc`` processes, each :func:`join` ed to
     its rank, and wait.  A process that fails stops the others (torch's
     ``spawn`` terminates them) and this raises
-    :class:`~recbole_lth.errors.RankFailed` with the first failing rank's
+    :class:`~recbole_lth.core.errors.RankFailed` with the first failing rank's
     one-line message and exit code (an exception's ``exit_code``, else 1)."""
     import torch.multiprocessing as mp
     from torch.multiprocessing.spawn import ProcessException
 
-    from recbole_lth.errors import RankFailed
+    from recbole_lth.core.errors import RankFailed
 
     port = free_port()
     threads = max(1, (os.cpu_count() or 1) // nproc)  # the ranks share the machine's cores

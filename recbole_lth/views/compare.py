@@ -13,7 +13,7 @@ table says why none matched.
 
 Runs whose ``settings.json`` differ only in ``seed`` (volatile keys aside)
 form a *seed group* when they hold at least two distinct seeds: each group
-gets the statistics over its seeds (:mod:`recbole_lth.summary`) in the
+gets the statistics over its seeds (:mod:`recbole_lth.views.summary`) in the
 section "Seed groups" and its rows in ``comparison_summary.csv``.
 """
 from __future__ import annotations
@@ -23,16 +23,16 @@ from pathlib import Path
 
 import yaml
 
-from recbole_lth import paths
-from recbole_lth.builder import recbole_keys
-from recbole_lth.judge import (
+from recbole_lth.core import paths
+from recbole_lth.engine.builder import recbole_keys
+from recbole_lth.views.judge import (
     companion_metric, dense_reference, is_empty, metric_label, relative_change, verdict_cell, verdict_metric,
 )
-from recbole_lth.markdown import md_table, pct
-from recbole_lth.plots import plot_curves
-from recbole_lth.results import columns_of, read_results, read_settings
-from recbole_lth.settings import VOLATILE_KEYS
-from recbole_lth.summary import summarize, verdict_table
+from recbole_lth.core.settings import VOLATILE_KEYS
+from recbole_lth.engine.results import columns_of, read_results, read_settings
+from recbole_lth.views.markdown import md_table, pct
+from recbole_lth.views.plots import plot_curves
+from recbole_lth.views.summary import summarize, verdict_table
 
 
 def _run_labels(run_dirs: list[Path]) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from recbole_lth import paths
+from recbole_lth.core import paths
 
 logger = logging.getLogger("recbole_lth")
 

@@ -27,8 +27,9 @@ from time import perf_counter
 
 import torch
 
-from recbole_lth import costs, pruning
-from recbole_lth.engine import TicketHook
+from recbole_lth.core import pruning
+from recbole_lth.engine.run import TicketHook
+from recbole_lth.sparse import costs
 
 Masks = dict[str, torch.Tensor]
 Tensors = dict[str, torch.Tensor]
@@ -202,7 +203,7 @@ class Explorer(TicketHook):
     (wall time of the updates; on CUDA synchronised at update steps only),
     ``explore_fraction`` (that over the training wall time, from the start of
     ``fit`` to the end of the last training epoch) and
-    ``macs_train_rel``/``macs_infer_rel`` (:mod:`recbole_lth.costs`).
+    ``macs_train_rel``/``macs_infer_rel`` (:mod:`recbole_lth.sparse.costs`).
     """
 
     def __init__(self, schedule: Schedule, scope: str, drop=magnitude_drop, grow: GrowScore | None = None,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from recbole_lth import paths
+from recbole_lth.core import paths
 
 
 # Columns measured in wall time: they differ from one run of a ticket to the

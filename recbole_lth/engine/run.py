@@ -19,11 +19,12 @@ from typing import Callable
 
 import torch
 
-from recbole_lth import builder, checkpoint, distributed, parallel, paths
-from recbole_lth.errors import ConfigError, RunDamaged, TrainingDiverged, is_nan_loss
-from recbole_lth.masking import ParameterMask, full_masks
-from recbole_lth.results import plain, write_results
-from recbole_lth.trainer import invalidate_caches, sparse_trainer
+from recbole_lth.core import checkpoint, paths
+from recbole_lth.core.errors import ConfigError, RunDamaged, TrainingDiverged, is_nan_loss
+from recbole_lth.core.masking import ParameterMask, full_masks
+from recbole_lth.engine import builder, distributed, parallel
+from recbole_lth.engine.results import plain, write_results
+from recbole_lth.engine.trainer import invalidate_caches, sparse_trainer
 
 logger = logging.getLogger("recbole_lth")
 

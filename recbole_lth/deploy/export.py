@@ -20,7 +20,7 @@ they are.
 The file holds tensors and plain data only: ``torch.load(path,
 weights_only=True)`` reads it.  :func:`read_export` unpacks it into a dense
 ``state_dict``; :func:`load_compact` builds the RecBole model with the tables
-kept compact (:mod:`recbole_lth.compact`).  Files of the first format
+kept compact (:mod:`recbole_lth.core.compact`).  Files of the first format
 (``recbole_lth.export/1``, no row bits, no value formats) are still read.
 """
 from __future__ import annotations
@@ -30,11 +30,12 @@ from pathlib import Path
 
 import torch
 
-from recbole_lth import backbones, builder, checkpoint, compact, methods, paths
+from recbole_lth import backbones, methods
 from recbole_lth.backbones.base import shrunk
+from recbole_lth.core import checkpoint, compact, paths
+from recbole_lth.engine import builder
 from recbole_lth.methods import lcm
 from recbole_lth.methods.small_dense import small_sizes
-from recbole_lth.popularity import table_axes
 
 FORMAT = "recbole_lth.export/2"
 FORMAT_V1 = "recbole_lth.export/1"
@@ -159,7 +160,7 @@ def export_ticket(run_dir, ticket: str, out=None, values: str = "fp32") -> Path:
     if run_paths.settings.is_file():
         # Enough to rebuild the RecBole model (embedding_size, layers, ...).
         meta["settings"] = paths.read_json(run_paths.settings)
-    axes = {n: a[1] for n, a in table_axes(run_dir).items() if a}
+    axes = {n: a[1] for n, a in paths.table_axes(run_dir).items() if a}
     out = Path(out) if out else run_paths.export(ticket, values)
     write_export(out, state, masks, meta, values=values, axes=axes)
     return out
@@ -178,7 +179,7 @@ def _payload(path, map_location="cpu") -> dict:
 
 
 def compact_tables(payload: dict, remap="auto", chunk_rows=None) -> dict[str, compact.CompactTable]:
-    """The export's prunable tables as :class:`~recbole_lth.compact.CompactTable`
+    """The export's prunable tables as :class:`~recbole_lth.core.compact.CompactTable`
     (views of the payload's tensors where the layouts agree)."""
     tables = {}
     for table in payload["tables"]:  # one iteration per tensor, vectorised within
@@ -252,7 +253,7 @@ def deployed_sizes(config, row: dict) -> dict:
 def compact_model(path, config, dataset, remap="auto", final_embeddings: bool = False, chunk_rows=None):
     """The export's RecBole model for ``config`` and ``dataset`` (RecBole's
     objects of the ticket's settings), its prunable tables kept compact on
-    ``config["device"]``: see :func:`recbole_lth.compact.compact_model`."""
+    ``config["device"]``: see :func:`recbole_lth.core.compact.compact_model`."""
     scoring = backbones.require(config["model"], "compact", "compact loading")
     device = torch.device(config["device"])
     payload = _payload(path, device)
@@ -285,7 +286,7 @@ def load_compact(path, remap="auto", final_embeddings: bool = False, chunk_rows=
 def evaluate_compact(path, **kwargs) -> dict:
     """The export evaluated compact through RecBole's evaluator on the test
     set: ``{"metrics": {...}, "resident_bytes": {table: bytes, "(rest)": ...}}``."""
-    from recbole_lth.trainer import close_tensorboard, evaluation_trainer
+    from recbole_lth.engine.trainer import close_tensorboard, evaluation_trainer
 
     config, model, _, _, _, test = load_compact(path, **kwargs)
     with tempfile.TemporaryDirectory() as scratch:  # RecBole's trainer opens a TensorBoard writer
@@ -319,7 +320,7 @@ BYTE_LAYOUTS = ("dense fp32", "bitmap+fp32", "bitmap+int8", "CSR int32", "CSR in
 
 def ticket_bytes(run_dir, ticket: str) -> dict:
     """Bytes of what a ticket deploys in every layout of
-    :func:`recbole_lth.compact.table_layouts` (its prunable tables in that
+    :func:`recbole_lth.core.compact.table_layouts` (its prunable tables in that
     layout, every other tensor of the model counted once, as stored), and
     the rows left without an active entry per table.  An ``lcm`` ticket is
     its projected tables, dense (the frozen teacher table only trains it)."""
@@ -329,7 +330,7 @@ def ticket_bytes(run_dir, ticket: str) -> dict:
     result = run_paths.ticket_result(ticket)
     if result.is_file() and methods.deploys(paths.read_json(result)) == "projected":
         state, masks = lcm.deployed_state(state), {}
-    axes = {n: a[1] for n, a in table_axes(run_dir).items() if a}
+    axes = {n: a[1] for n, a in paths.table_axes(run_dir).items() if a}
     rest = sum(v.numel() * v.element_size() for k, v in state.items() if k not in masks)
     totals: dict = {layout: rest for layout in BYTE_LAYOUTS}
     empty = {}

@@ -15,8 +15,9 @@ from contextlib import contextmanager
 import torch
 import yaml
 
-from recbole_lth import backbones, distributed
-from recbole_lth.errors import ConfigError
+from recbole_lth import backbones
+from recbole_lth.core.errors import ConfigError
+from recbole_lth.engine import distributed
 
 
 @contextmanager

@@ -230,6 +230,23 @@ class TunePaths:
         return self.root / f"trial_{number:03d}.json"
 
 
+# ------------------------------------------------------------ stored table axes
+def save_table_axes(run_paths: RunPaths, axes: dict, shapes: dict) -> None:
+    """Which entity each prunable tensor indexes, along which axis (the mask
+    core decides it from the module types; the report reads it here)."""
+    write_json(run_paths.tables, {
+        n: {"shape": list(shapes[n]), "side": a[0] if a else None, "axis": a[1] if a else None}
+        for n, a in axes.items()
+    })
+
+
+def table_axes(run_dir) -> dict:
+    run_paths = RunPaths(run_dir)
+    if not run_paths.tables.is_file():
+        return {}
+    return {n: (t["side"], t["axis"]) if t["side"] else None for n, t in read_json(run_paths.tables).items()}
+
+
 # ------------------------------------------------------------ atomic writes
 def _temporary(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,12 +20,12 @@ from statistics import fmean, stdev
 
 from scipy import stats
 
-from recbole_lth import paths
-from recbole_lth.judge import dense_reference, is_empty, is_zero, metric_label, verdict_metric
-from recbole_lth.markdown import fmt, md_table, pct
-from recbole_lth.plots import plot_mean_bands
-from recbole_lth.results import columns_of
-from recbole_lth.settings import is_number
+from recbole_lth.core import paths
+from recbole_lth.core.settings import is_number
+from recbole_lth.engine.results import columns_of
+from recbole_lth.views.judge import dense_reference, is_empty, is_zero, metric_label, verdict_metric
+from recbole_lth.views.markdown import fmt, md_table, pct
+from recbole_lth.views.plots import plot_mean_bands
 
 CONFIDENCE = 0.95
 # The per-metric statistics of a summary row, in column order (``<m>_<stat>``).

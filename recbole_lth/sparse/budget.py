@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from recbole_lth.engine import TicketHook
-from recbole_lth.errors import ConfigError
+from recbole_lth.core.errors import ConfigError
+from recbole_lth.engine.run import TicketHook
 
 
 def clamp_note(target: float, reached: float) -> str:
