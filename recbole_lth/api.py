@@ -212,7 +212,7 @@ def _write(checked: _Checked) -> Run:
 def _new_run(checked: _Checked) -> Run:
     train_data, valid_data, test_data = checked.data
     return Run(checked.settings, checked.config, train_data, valid_data, test_data, checked.model,
-               checked.run_paths, checked.prunable, views=checked.views)
+               checked.run_paths, checked.prunable, views=checked.views, make_dense=methods.dense.dense_ticket)
 
 
 @contextmanager

@@ -1,8 +1,8 @@
 """The shared engine: a :class:`Run` trains :class:`Ticket` s; methods are plans over it.
 
 A method (``recbole_lth.methods``) is a function of a :class:`Run` that asks
-for tickets in order: ``run.ticket(key, masks=..., start_state=...)``.
-``Run.ticket`` trains one ticket through RecBole (selection on validation,
+for tickets in order: ``run.ticket(TicketSpec(key, round_idx, target_sparsity,
+masks, start_state))``.  ``Run.ticket`` trains one ticket through RecBole (selection on validation,
 test at the best validation epoch) and stores it; a ticket already stored in
 the run directory is loaded instead of trained, so re-running a command
 resumes after the last finished ticket and replays the same masks.
@@ -54,6 +54,33 @@ def _metrics_text(result) -> str:
     return ", ".join(f"{k}={plain(v):.4f}" for k, v in (result or {}).items())
 
 
+@dataclass(frozen=True)
+class TicketSpec:
+    """What one ticket is, before it trains: everything :meth:`Run.ticket` needs.
+
+    ``key`` names it in the run directory; ``round_idx`` and
+    ``target_sparsity`` label its row; it trains ``masks`` from
+    ``start_state`` (from epoch ``start_epoch``: a rewound ticket counts its
+    rewind epochs).  ``capture_rewind``: save the weights after
+    ``rewind_epoch`` (the dense ticket).  ``note`` ends its row; ``hooks``
+    (:class:`TicketHook`) extend its training after the run's own;
+    ``method`` labels its row (default: the run's method; the shared dense
+    ticket: dense); ``weight_decay`` replaces RecBole's for this ticket only.
+    """
+
+    key: str
+    round_idx: int
+    target_sparsity: float
+    masks: dict
+    start_state: dict
+    start_epoch: int = 0
+    capture_rewind: bool = False
+    note: str = ""
+    hooks: tuple = ()
+    method: str | None = None
+    weight_decay: float | None = None
+
+
 @dataclass
 class Ticket:
     key: str
@@ -90,6 +117,9 @@ class Run:
     # A worker of a parallel run (parallel.py): it trains only the tickets it
     # claims and writes no results.csv (the driver does, once, in plan order).
     claims: parallel.Claims | None = None
+    # How the dense ticket is made (``methods.dense.dense_ticket``, set by
+    # ``api``: one ticket, or the best of a weight-decay grid); None: one ticket.
+    make_dense: Callable[["Run"], Ticket] | None = None
 
     # ------------------------------------------------------------- states
     @property
@@ -173,37 +203,22 @@ class Run:
             checkpoint.save(self.paths.rewind_state, state_dict=self.model.state_dict(),
                             meta={"epoch": epoch_idx + 1})
 
+    def dense_spec(self) -> TicketSpec:
+        """The run's one dense ticket: the full masks from the initial weights."""
+        return TicketSpec(
+            paths.DENSE_TICKET, round_idx=0, target_sparsity=0.0, masks=self.full_masks(),
+            start_state=self.init_state(), capture_rewind=bool(self.settings.get("rewind_epoch")),
+            method=paths.DENSE_TICKET,
+        )
+
     def dense(self) -> Ticket:
         """The run's dense ticket (trained once): the sparsity-0 row, the
-        rewind source and the default teacher of every method.  With
-        ``dense_weight_decays`` it is the best on validation of one dense
-        ticket per value (each its own row)."""
-        grid = self.settings.get("dense_weight_decays")
-        if not grid:
-            return self.ticket(
-                paths.DENSE_TICKET, round_idx=0, target_sparsity=0.0, masks=self.full_masks(),
-                start_state=self.init_state(), capture_rewind=bool(self.settings.get("rewind_epoch")),
-                method=paths.DENSE_TICKET,
-            )
-        candidates = [
-            self.ticket(paths.dense_candidate(wd), round_idx=0, target_sparsity=0.0, masks=self.full_masks(),
-                        start_state=self.init_state(), method=paths.DENSE_TICKET, weight_decay=wd)
-            for wd in grid
-        ]
-        chosen = self.stored(paths.DENSE_TICKET)
-        created = chosen is None
-        if created:
-            metric = f"valid_{str(self.config['valid_metric']).lower()}"
-            sign = 1 if self.config["valid_metric_bigger"] is not False else -1
-            best = max(candidates, key=lambda t: sign * t.row.get(metric, float("-inf")))  # ties: the first
-            row = {**best.row, "ticket": paths.DENSE_TICKET,
-                   "note": f"best on {metric} of dense_weight_decays {list(grid)}: weight_decay "
-                           f"{best.row['weight_decay']:g} ({best.key})"}
-            chosen = Ticket(paths.DENSE_TICKET, row, best.state_dict, best.masks)
-            self._store(chosen)
-            logger.info(f"dense ticket: {row['note']}")
-        self.add_row(chosen.row, created)
-        return chosen
+        rewind source and the default teacher of every method; made by
+        :attr:`make_dense` when set (``methods/dense.py``'s, which may choose
+        it from several), else the one ticket of :meth:`dense_spec`."""
+        if self.make_dense is not None:
+            return self.make_dense(self)
+        return self.ticket(self.dense_spec())
 
     def searched(self, search: Callable[[], dict]) -> tuple[dict, dict]:
         """A method's search result (``masks``, ``meta``), saved once in
@@ -256,24 +271,9 @@ class Run:
             ) from err
         return Ticket(key, row, stored["state_dict"], stored["masks"])
 
-    def ticket(
-        self,
-        key: str,
-        *,
-        round_idx: int,
-        target_sparsity: float,
-        masks: dict,
-        start_state: dict,
-        start_epoch: int = 0,
-        capture_rewind: bool = False,
-        note: str = "",
-        hooks: tuple = (),
-        method: str | None = None,
-        weight_decay: float | None = None,
-    ) -> Ticket:
-        """Train (or load, if finished) the ticket ``key``; ``method`` labels
-        its row (default: the run's method; the shared dense ticket: dense);
-        ``weight_decay`` replaces RecBole's for this ticket only."""
+    def ticket(self, spec: TicketSpec) -> Ticket:
+        """Train (or load, if finished) the ticket ``spec`` describes."""
+        key = spec.key
         ticket = self.stored(key)
         trained = ticket is None
         if ticket is not None:
@@ -285,31 +285,27 @@ class Run:
                 ticket = self.stored(key)  # finished by another worker meanwhile
                 trained = ticket is None
                 if trained:
-                    ticket = self._train_and_store(key, round_idx, target_sparsity, masks, start_state, start_epoch,
-                                                   capture_rewind, note, hooks, method, weight_decay)
+                    ticket = self._train_and_store(spec)
         self.add_row(ticket.row, trained)
         return ticket
 
-    def _train_and_store(self, key, round_idx, target_sparsity, masks, start_state, start_epoch, capture_rewind,
-                         note, hooks, method, weight_decay) -> Ticket:
-        self.refuse_empty(key, masks)
-        override = {} if weight_decay is None else {"weight_decay": weight_decay}
+    def _train_and_store(self, spec: TicketSpec) -> Ticket:
+        key = spec.key
+        self.refuse_empty(key, spec.masks)
+        override = {} if spec.weight_decay is None else {"weight_decay": spec.weight_decay}
         with builder.config_values(self.config, override):
-            ticket = self._train(
-                key, round_idx, target_sparsity, masks, start_state, start_epoch, capture_rewind, note,
-                list(self.ticket_hooks) + list(hooks), method or self.method,
-            )
-        if weight_decay is not None:  # a column before the note
+            ticket = self._train(key, spec)
+        if spec.weight_decay is not None:  # a column before the note
             note_text = ticket.row.pop("note", "")
-            ticket.row.update(weight_decay=float(weight_decay), note=note_text)
+            ticket.row.update(weight_decay=float(spec.weight_decay), note=note_text)
         if distributed.active():  # every rank trained this ticket: the same masks, or the run stops
             distributed.check_identical(ticket.masks, f"ticket {key}")
             ticket.row["ranks"] = distributed.world_size()
-        self._store(ticket)
+        self.store(ticket)
         self.count_trained()
         return ticket
 
-    def _store(self, ticket: Ticket) -> None:
+    def store(self, ticket: Ticket) -> None:
         """Weights first, the row last: the row marks the ticket finished."""
         checkpoint.save(self.paths.ticket_weights(ticket.key), state_dict=ticket.state_dict, masks=ticket.masks,
                         meta={"key": ticket.key, "model": self.config["model"], "dataset": self.config["dataset"]})
@@ -351,12 +347,17 @@ class Run:
             "ticket": key, "round": round_idx, "target_sparsity": round(float(target_sparsity), 6),
         }
 
-    def _train(self, key, round_idx, target_sparsity, masks, start_state, start_epoch, capture_rewind, note, hooks,
-               method):
+    def _train(self, key: str, spec: TicketSpec) -> Ticket:
+        """Train ``spec``'s ticket (``key`` is ``spec.key``, first so that a
+        test can watch which tickets train)."""
+        round_idx, target_sparsity, masks = spec.round_idx, spec.target_sparsity, spec.masks
+        start_epoch, note = spec.start_epoch, spec.note
+        hooks = list(self.ticket_hooks) + list(spec.hooks)
+        method = spec.method or self.method
         config = self.config
-        self.restart(start_state)
+        self.restart(spec.start_state)
         mask = ParameterMask(self.prunable, {n: m.to(self.device) for n, m in masks.items()})
-        callbacks = [self._capture_rewind] if capture_rewind else []
+        callbacks = [self._capture_rewind] if spec.capture_rewind else []
         trainer = sparse_trainer(config, self.model, mask, callbacks, self.paths.tensorboard / key)
         trainer.start_epoch = start_epoch
         for hook in hooks:

@@ -17,6 +17,7 @@ import logging
 from recbole_lth.core.errors import ConfigError
 from recbole_lth.core.paths import target_ticket
 from recbole_lth.core.settings import bool_key, choice_key, number_key
+from recbole_lth.engine.run import TicketSpec
 from recbole_lth.methods.base import Method
 from recbole_lth.methods.rp import random_masks
 from recbole_lth.sparse import dynamic
@@ -77,10 +78,10 @@ def plan(run) -> None:
     if run.settings["rewind_epoch"]:
         logger.warning("dsl trains from the initial weights; rewind_epoch is ignored")
     for i, sparsity in enumerate(run.settings["target_sparsities"], start=1):
-        run.ticket(
+        run.ticket(TicketSpec(
             target_ticket(run.method, sparsity), round_idx=i, target_sparsity=sparsity,
             masks=random_masks(run, i, sparsity), start_state=run.init_state(), hooks=(explorer(run),),
-        )
+        ))
 
 
 METHOD = Method(

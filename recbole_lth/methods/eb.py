@@ -33,7 +33,7 @@ from recbole_lth.core import paths, pruning
 from recbole_lth.core.errors import raise_if_search_diverged
 from recbole_lth.core.masking import ParameterMask
 from recbole_lth.core.settings import number_key
-from recbole_lth.engine.run import TicketHook
+from recbole_lth.engine.run import TicketHook, TicketSpec
 from recbole_lth.engine.trainer import sparse_trainer
 from recbole_lth.methods.base import Method
 
@@ -144,11 +144,11 @@ def plan(run) -> None:
     masks, meta = run.searched(EarlyBirdSearch(run, targets).fit)
     for t, entry in enumerate(meta["targets"]):
         target = entry["target_sparsity"]
-        run.ticket(
+        run.ticket(TicketSpec(
             paths.target_ticket(run.method, target), round_idx=t + 1, target_sparsity=target,
             masks={n: masks[f"{t}/{n}"].to(run.device) for n in run.prunable}, start_state=run.init_state(),
             hooks=(EbRowFields(entry, meta),),
-        )
+        ))
 
 
 KEYS = (

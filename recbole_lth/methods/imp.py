@@ -10,6 +10,7 @@ from __future__ import annotations
 from recbole_lth.core import pruning
 from recbole_lth.core.errors import ConfigError
 from recbole_lth.core.paths import round_ticket
+from recbole_lth.engine.run import TicketSpec
 from recbole_lth.methods.base import Method
 
 
@@ -36,10 +37,10 @@ def iterate(run, rewind: bool) -> None:
             previous.prunable_weights(names, run.device), previous.device_masks(run.device), sparsity, run.scope
         )
         start = run.rewind_state() if rewind else previous.state_dict
-        previous = run.ticket(
+        previous = run.ticket(TicketSpec(
             round_ticket(run.method, r), round_idx=r, target_sparsity=sparsity, masks=masks,
             start_state=start, start_epoch=start_epoch,
-        )
+        ))
 
 
 def imp(run) -> None:

@@ -10,6 +10,7 @@ from recbole_lth.core.errors import ConfigError
 from recbole_lth.core.masking import full_masks
 from recbole_lth.core.paths import target_ticket
 from recbole_lth.engine import builder
+from recbole_lth.engine.run import TicketSpec
 from recbole_lth.methods.base import Method
 from recbole_lth.sparse.budget import BudgetRow, clamp_note, no_distillation
 from recbole_lth.sparse.distill import teacher_state
@@ -68,11 +69,11 @@ def plan(run) -> None:
         key = target_ticket(run.method, sparsity)
         table_numel = {f"{name}.weight": getattr(model, name).num_embeddings * dim for name in declared.tables}
         reached = 1.0 - sum(table_numel.values()) / sum(full_numel.values())
-        run.with_model(model, trainable).ticket(
+        run.with_model(model, trainable).ticket(TicketSpec(
             key, round_idx=i, target_sparsity=sparsity, masks=full_masks(trainable),
             start_state=run.saved_init(key, model), note=f"lcm, d'={dim}" + clamp_note(sparsity, reached),
             hooks=(BudgetRow(full_numel, table_numel, model, override_active=True),),
-        )
+        ))
 
 
 def check(settings: dict) -> None:

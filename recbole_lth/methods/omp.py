@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from recbole_lth.core import pruning
 from recbole_lth.core.paths import target_ticket
+from recbole_lth.engine.run import TicketSpec
 from recbole_lth.methods.base import Method
 
 
@@ -11,10 +12,10 @@ def plan(run) -> None:
     weights = trained.prunable_weights(list(run.prunable), run.device)
     for i, sparsity in enumerate(run.settings["target_sparsities"], start=1):
         masks = pruning.magnitude_prune(weights, run.full_masks(), sparsity, run.scope)
-        run.ticket(
+        run.ticket(TicketSpec(
             target_ticket(run.method, sparsity), round_idx=i, target_sparsity=sparsity, masks=masks,
             start_state=run.rewind_state(), start_epoch=run.settings["rewind_epoch"],
-        )
+        ))
 
 
 METHOD = Method(

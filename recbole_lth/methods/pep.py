@@ -43,7 +43,7 @@ from recbole_lth.core import paths
 from recbole_lth.core.errors import raise_if_search_diverged
 from recbole_lth.core.pruning import keep_top, kept_count
 from recbole_lth.core.settings import choice_key, number_key
-from recbole_lth.engine.run import TicketHook
+from recbole_lth.engine.run import TicketHook, TicketSpec
 from recbole_lth.engine.trainer import close_tensorboard, fused, invalidate_caches, tensorboard_in
 from recbole_lth.methods.base import Method
 
@@ -414,10 +414,10 @@ def plan(run) -> None:
             })
             continue
         mask = {n: masks[f"{t}/{n}"].to(run.device) for n in run.prunable}
-        run.ticket(
+        run.ticket(TicketSpec(
             key, round_idx=t + 1, target_sparsity=target, masks=mask, start_state=run.init_state(),
             hooks=(PepRowFields(entry, meta),),
-        )
+        ))
 
 
 KEYS = (

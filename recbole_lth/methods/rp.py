@@ -5,6 +5,7 @@ import logging
 
 from recbole_lth.core import pruning
 from recbole_lth.core.paths import target_ticket
+from recbole_lth.engine.run import TicketSpec
 from recbole_lth.methods.base import Method
 
 logger = logging.getLogger("recbole_lth")
@@ -20,10 +21,10 @@ def plan(run) -> None:
     if run.settings["rewind_epoch"]:
         logger.warning("rp draws random masks over the initial weights; rewind_epoch is ignored")
     for i, sparsity in enumerate(run.settings["target_sparsities"], start=1):
-        run.ticket(
+        run.ticket(TicketSpec(
             target_ticket(run.method, sparsity), round_idx=i, target_sparsity=sparsity,
             masks=random_masks(run, i, sparsity), start_state=run.init_state(),
-        )
+        ))
 
 
 METHOD = Method("rp", "per target a uniformly random mask over the same initial weights, trained", plan)

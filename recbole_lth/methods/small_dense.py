@@ -4,6 +4,7 @@ from __future__ import annotations
 from recbole_lth import backbones
 from recbole_lth.core.paths import target_ticket
 from recbole_lth.engine import builder
+from recbole_lth.engine.run import TicketSpec
 from recbole_lth.methods.base import Method
 from recbole_lth.sparse.budget import BudgetRow, clamp_note, no_distillation
 
@@ -23,12 +24,12 @@ def plan(run) -> None:
         key = target_ticket(run.method, sparsity)
         table_numel = {n: p.numel() for n, p in small.prunable.items()}
         reached = 1.0 - sum(table_numel.values()) / sum(full_numel.values())
-        small.ticket(
+        small.ticket(TicketSpec(
             key, round_idx=i, target_sparsity=sparsity, masks=small.full_masks(),
             start_state=run.saved_init(key, model),
             note="dense, " + ", ".join(f"{k}={v}" for k, v in sizes.items()) + clamp_note(sparsity, reached),
             hooks=(BudgetRow(full_numel, table_numel, model, override_active=False),),
-        )
+        ))
 
 
 def check(settings: dict) -> None:

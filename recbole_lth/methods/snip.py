@@ -16,6 +16,7 @@ from recbole_lth.core import pruning
 from recbole_lth.core.paths import target_ticket
 from recbole_lth.core.settings import number_key
 from recbole_lth.engine import distributed
+from recbole_lth.engine.run import TicketSpec
 from recbole_lth.engine.trainer import invalidate_caches
 from recbole_lth.methods.base import Method
 
@@ -46,10 +47,10 @@ def plan(run) -> None:
     scores = pruning.saliency_scores({n: p.detach() for n, p in run.prunable.items()}, grads)
     for i, sparsity in enumerate(run.settings["target_sparsities"], start=1):
         masks = pruning.keep_top(scores, run.full_masks(), sparsity, run.scope)
-        run.ticket(
+        run.ticket(TicketSpec(
             target_ticket(run.method, sparsity), round_idx=i, target_sparsity=sparsity, masks=masks,
             start_state=run.init_state(),
-        )
+        ))
 
 
 METHOD = Method(
