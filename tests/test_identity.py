@@ -15,9 +15,14 @@ CONFIG = {"epochs": 1, "state": "WARNING", "show_progress": False, "progress": F
           "train_batch_size": 4096, "eval_batch_size": 40960, "target_sparsities": [0.5]}
 
 
+# Keys released after the old rule was replaced: an old release stored none of them.
+ADDED_SINCE = {"fast_propagation"}
+
+
 def old_rule(values: dict) -> str:
-    """``settings.run_identity`` as released before: every stored setting, defaults included."""
-    relevant = {k: v for k, v in values.items() if k not in settings.VOLATILE_KEYS}
+    """``settings.run_identity`` as released before: every setting an old
+    release stored, defaults included."""
+    relevant = {k: v for k, v in values.items() if k not in settings.VOLATILE_KEYS and k not in ADDED_SINCE}
     return hashlib.sha1(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 

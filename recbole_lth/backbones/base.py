@@ -102,6 +102,10 @@ class Backbone:
     # own forward only looks rows up).
     compact: Callable[[nn.Module, bool], None] | None = None
     lcm: Lcm | None = None
+    # accelerate(model): give a freshly built model a faster forward that
+    # computes the same thing (key fast_propagation); its class, parameters
+    # and state dict stay RecBole's.
+    accelerate: Callable[[nn.Module], None] | None = None
 
 
 def generic_tables(model: nn.Module) -> Tables:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import types
+import warnings
 
 import torch
 
@@ -27,6 +28,67 @@ def costs(model, phase, batch_size) -> list[Term]:
     scores = 2.0 * batch_size * d if phase == "train" else float(model.n_users * model.n_items * d)
     terms.append((scores, ()))
     return terms
+
+
+class _Product(torch.autograd.Function):
+    """``matrix @ x`` whose backward multiplies by the prebuilt transpose:
+    torch would transpose (and re-sort) a sparse matrix every backward."""
+
+    @staticmethod
+    def forward(ctx, matrix, transpose, x):
+        ctx.transpose = transpose
+        return matrix @ x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, None, ctx.transpose @ grad
+
+
+class BipartiteGraph:
+    """RecBole's normalised adjacency [0 R; Rᵀ 0] kept as its two halves, R
+    (users × items) and Rᵀ, in CSR, built once: a layer is two half-size
+    products with no concatenated table, and the backward of each is the
+    other half's product."""
+
+    def __init__(self, adjacency: torch.Tensor, n_users: int, n_items: int):
+        adjacency = adjacency.coalesce()
+        rows, cols = adjacency.indices()
+        values = adjacency.values()
+        user_rows = rows < n_users
+        self.user_items = self.csr(rows[user_rows], cols[user_rows] - n_users, values[user_rows], (n_users, n_items))
+        self.item_users = self.csr(rows[~user_rows] - n_users, cols[~user_rows], values[~user_rows],
+                                   (n_items, n_users))
+
+    @staticmethod
+    def csr(rows, cols, values, shape) -> torch.Tensor:
+        with warnings.catch_warnings():  # torch calls its sparse CSR support beta
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape).coalesce().to_sparse_csr()
+
+    def layer(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (_Product.apply(self.user_items, self.item_users, items),
+                _Product.apply(self.item_users, self.user_items, users))
+
+
+def _bipartite_forward(model):
+    """RecBole's LightGCN forward over :class:`BipartiteGraph`: the same
+    propagation and layer mean (float rounding aside: the products' and the
+    mean's summation order differ)."""
+    users, items = model.user_embedding.weight, model.item_embedding.weight
+    user_sum, item_sum = users, items
+    for _ in range(model.n_layers):
+        users, items = model.bipartite_graph.layer(users, items)
+        user_sum, item_sum = user_sum + users, item_sum + items
+    return user_sum / (model.n_layers + 1), item_sum / (model.n_layers + 1)
+
+
+def accelerate(model) -> None:
+    """Train and score through :func:`_bipartite_forward`: RecBole's step
+    spends most of its time transposing and re-multiplying the whole
+    concatenated adjacency (5-6x slower per step on ml-100k/ml-1m, CPU).
+    The model's class, parameters and state dict stay RecBole's."""
+    model.bipartite_graph = BipartiteGraph(model.norm_adj_matrix, model.n_users, model.n_items)
+    model.forward = types.MethodType(_bipartite_forward, model)
 
 
 def _ego_rows(model, ids: torch.Tensor) -> torch.Tensor:
@@ -91,4 +153,5 @@ def compact_scoring(model, final_embeddings: bool) -> None:
 BACKBONE = Backbone(
     "LightGCN", tables=lambda model: dict(TABLES), widths=embedding_widths, costs=costs, scores=Scores(),
     compact=compact_scoring, lcm=Lcm(("user_embedding", "item_embedding"), "embedding_size"),
+    accelerate=accelerate,
 )

@@ -190,6 +190,8 @@ COMMON_KEYS = (
     bool_key("progress", "a ticket-level progress bar and one line per finished ticket on the console (RecBole's "
              "per-epoch bars: show_progress)"),
     bool_key("fused_optimizer", "build RecBole's adam/adamw/sgd/adagrad as torch's fused kernel (same algorithm)"),
+    bool_key("fast_propagation", "LightGCN propagates over its bipartite adjacency's two halves in CSR, built "
+             "once (the same model, float rounding aside); False: RecBole's own forward"),
     Key("seeds", "run the whole study once per RecBole seed (one run directory each, in one study folder with "
         "summary.csv/.md/.tex: mean, std, paired CI and t test against each seed's dense ticket); null: one run "
         "at RecBole's seed", "null or a non-empty list of distinct whole numbers",

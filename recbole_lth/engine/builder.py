@@ -279,7 +279,15 @@ def new_model(config, dataset, sizes: dict | None = None, fork_rng: bool = False
         else:
             seed(config)
             model = get_model(config["model"])(config, dataset)
-    return model.to(device)
+    return accelerated(config, model.to(device))
+
+
+def accelerated(config, model):
+    """The model with its backbone's faster forward, unless ``fast_propagation`` is False."""
+    declared = backbones.of(model)
+    if declared is not None and declared.accelerate is not None and config["fast_propagation"] is not False:
+        declared.accelerate(model)
+    return model
 
 
 def rebuild(settings: dict, checkpoint_dir):

@@ -49,7 +49,7 @@ _VOLATILE_RECBOLE = frozenset({
     "save_dataset", "save_dataloaders", "dataset_save_path", "dataloaders_save_path", "shuffle",
 })
 # Plugin keys that change the dense ticket's training.
-_DENSE_PLUGIN_KEYS = ("fused_optimizer",)
+_DENSE_PLUGIN_KEYS = ("fused_optimizer", "fast_propagation")
 
 
 def dense_identity(run_dir: Path) -> dict | None:
