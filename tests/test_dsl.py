@@ -390,3 +390,72 @@ def test_warm_state_keeps_adam_tracking_inactive_weights_which_stay_zero():
         fresh.params["w"].sum().backward()
         opt2.step()
     assert torch.all(opt2.state[fresh.params["w"]]["exp_avg"][:, 1] == 0)
+
+
+# ------------------------------------- the cumulative sum over looked-up rows
+def test_add_rows_is_the_full_add_where_the_gradient_is_zero_elsewhere():
+    total = torch.randn(7, 3)
+    grad = torch.zeros(7, 3)
+    ids = torch.tensor([5, 1, 5, 5])  # repeated, as a batch's lookups are
+    grad[[1, 5]] = torch.randn(2, 3)
+    expected = total + grad
+    dynamic.add_rows(total, grad, ids)
+    assert torch.equal(total, expected)
+
+
+def test_looked_up_rows_keeps_a_table_read_by_lookups_only():
+    lookups, read_whole = nn.Embedding(9, 2), nn.Embedding(9, 2)
+    model = nn.ModuleDict({"a": lookups, "b": read_whole})
+    rows = dynamic.LookedUpRows(model, ["a.weight", "b.weight"])
+    ids = torch.tensor([2, 4])
+    loss = model["a"](ids).sum() + model["b"](ids).sum() + read_whole.weight.sum()
+    loss.backward()
+    with torch.no_grad():
+        model["a"](torch.tensor([8]))  # evaluation: not recorded
+    taken = rows.take()
+    assert torch.equal(taken["a.weight"], ids) and torch.equal(taken["b.weight"], ids)
+    rows.verify({"a.weight": lookups.weight.grad, "b.weight": read_whole.weight.grad}, taken)
+    assert list(taken) == ["a.weight"]  # b's gradient is non-zero outside its lookups: summed whole
+    assert list(rows.take()) == ["a.weight"]
+    model["b"](ids).sum().backward()  # its hook is gone
+    assert rows.take()["a.weight"].numel() == 0
+
+
+class SummedWhole(dynamic.LookedUpRows):
+    """Every table summed whole (the O(table) add), as before the looked-up rows."""
+
+    def verify(self, grads, rows):
+        rows.clear()
+        self.remove()
+        self.verified = True
+
+
+@pytest.mark.parametrize("model", ["BPR", "NeuMF"])
+def test_summing_looked_up_rows_gives_the_same_masks_and_weights(tmp_path, monkeypatch, model):
+    from recbole_lth import api, methods
+    from conftest import quick_settings
+
+    calls = []
+    add_rows = dynamic.add_rows
+    monkeypatch.setattr(dynamic, "add_rows", lambda *a: (calls.append(1), add_rows(*a)))
+    recorded = {}
+    for name, rows_class in (("rows", dynamic.LookedUpRows), ("whole", SummedWhole)):
+        monkeypatch.setattr(dynamic, "LookedUpRows", rows_class)
+        settings = quick_settings(model, **{**{k: v for k, v in QUICK_DSL.items() if k != "embedding_size"},
+                                            "output_root": str(tmp_path / name), "epochs": 2,
+                                            "dsl_grow": "cumulative_gradient", "train_batch_size": 2048})
+        run = api.prepare(model=model, dataset="ml-100k", method="dsl", config_dict=settings)
+        recorder = EpochMasks()
+        run.ticket_hooks.append(recorder)
+        methods.get("dsl").plan(run)
+        recorded[name] = recorder
+        if name == "rows":
+            assert calls, "the looked-up rows were never used"
+            calls.clear()
+    assert not calls
+    rows, whole = recorded["rows"], recorded["whole"]
+    assert len(rows.masks) == 2 and not torch.equal(*(m[next(iter(m))] for m in (rows.masks[0], rows.masks[1])))
+    for epoch in range(2):
+        for name in rows.masks[epoch]:
+            assert torch.equal(rows.masks[epoch][name], whole.masks[epoch][name])
+            assert torch.equal(rows.weights[epoch][name], whole.weights[epoch][name])

@@ -23,9 +23,11 @@ its first update from the gradient it was chosen for.
 from __future__ import annotations
 
 import math
+from functools import partial
 from time import perf_counter
 
 import torch
+from torch import nn
 
 from recbole_lth.core import pruning
 from recbole_lth.engine.run import TicketHook
@@ -88,8 +90,10 @@ class GrowScore:
     # Which steps need the dense weight gradient (for the MACs accounting).
     dense_gradient = "never"
 
-    def observe(self, grads: dict) -> None:
-        """Called every step with the full gradients (before masking)."""
+    def observe(self, grads: dict, rows: dict | None = None) -> None:
+        """Called every step with the full gradients (before masking);
+        ``rows``: per tensor, the only rows where its gradient can be non-zero
+        (:class:`LookedUpRows`), or absent: anywhere."""
 
     def scores(self, weights: Tensors, grads: dict) -> Tensors:
         raise NotImplementedError
@@ -117,14 +121,17 @@ class AccumulatedGradientGrow(GrowScore):
     def __init__(self):
         self.total: dict[str, torch.Tensor] = {}
 
-    def observe(self, grads):
+    def observe(self, grads, rows=None):
         for name, grad in grads.items():
             if grad is None:
                 continue
-            if name in self.total:
+            ids = (rows or {}).get(name)
+            if name not in self.total:
+                self.total[name] = grad.detach().clone()
+            elif ids is None:
                 self.total[name].add_(grad)
             else:
-                self.total[name] = grad.detach().clone()
+                add_rows(self.total[name], grad, ids)
 
     def scores(self, weights, grads):
         return {n: self.total[n].abs().float() if n in self.total else torch.zeros_like(w, dtype=torch.float)
@@ -133,6 +140,61 @@ class AccumulatedGradientGrow(GrowScore):
     def reset(self):
         for total in self.total.values():
             total.zero_()
+
+
+def add_rows(total: torch.Tensor, grad: torch.Tensor, ids: torch.Tensor) -> None:
+    """``total += grad`` where ``grad`` is zero outside rows ``ids``, in
+    O(len(ids)) and bit for bit the same (x + 0 = x).  A repeated id writes
+    the same sum twice, so no ``unique`` (a host sync on CUDA) is needed."""
+    total.index_put_((ids,), total.index_select(0, ids) + grad.index_select(0, ids))
+
+
+class LookedUpRows:
+    """The rows each prunable ``nn.Embedding`` table was looked up at since
+    the last :meth:`take` (forward hooks, training only).  A table's gradient
+    is zero elsewhere when lookups are its only use in the loss; the first
+    :meth:`verify` checks that once on a real gradient and drops a table read
+    whole (LightGCN's propagation, a full-sort distillation loss)."""
+
+    def __init__(self, model: nn.Module, names):
+        self.ids: dict[str, list] = {}
+        self.handles = {}
+        self.verified = False
+        for name in names:
+            module_name, _, attribute = name.rpartition(".")
+            module = model.get_submodule(module_name) if module_name else model
+            if attribute == "weight" and isinstance(module, nn.Embedding):
+                self.ids[name] = []
+                self.handles[name] = module.register_forward_hook(partial(self.record, name))
+
+    def record(self, name, module, inputs, output) -> None:
+        if torch.is_grad_enabled():  # evaluation looks rows up without a gradient
+            self.ids[name].append(inputs[0].reshape(-1))
+
+    def take(self) -> dict[str, torch.Tensor]:
+        rows = {n: torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long) for n, ids in self.ids.items()}
+        for ids in self.ids.values():
+            ids.clear()
+        return rows
+
+    @torch.no_grad()
+    def verify(self, grads: dict, rows: dict) -> None:
+        """Keep only the tables whose gradient is zero outside their looked-up rows (one O(table) check)."""
+        for name in list(self.ids):
+            grad = grads.get(name)
+            outside = torch.ones(grad.shape[0], dtype=torch.bool, device=grad.device) if grad is not None else None
+            if outside is not None:
+                outside[rows[name].to(grad.device)] = False
+            if grad is None or bool(grad[outside].any()):
+                self.handles.pop(name).remove()
+                del self.ids[name]
+                rows.pop(name, None)
+        self.verified = True
+
+    def remove(self) -> None:
+        for handle in self.handles.values():
+            handle.remove()
+        self.handles, self.ids = {}, {}
 
 
 class CumulativeGradientGrow(AccumulatedGradientGrow):
@@ -233,6 +295,9 @@ class Explorer(TicketHook):
         self._active_steps = torch.zeros_like(self._table_active, dtype=torch.float64)
         self._since_step = 0
         self._started = self._trained_until = perf_counter()
+        # A grow score that sums every step's gradient reads only the rows the
+        # step looked up: O(batch), not O(table), with the same sums.
+        self.rows = LookedUpRows(trainer.model, mask.params) if self.grow.dense_gradient == "every_step" else None
         mask.grad_observers.append(self.observe)
         if self.warm_state:
             mask.keep_optimizer_state()
@@ -258,10 +323,12 @@ class Explorer(TicketHook):
     def observe(self, mask) -> None:
         step = mask.step_count
         if step >= self.schedule.end_step:
+            if self.rows is not None:
+                self.rows.remove()
             return
         grads = {n: p.grad for n, p in mask.params.items()}
         if self.grow.dense_gradient == "every_step":
-            self.grow.observe(grads)
+            self.grow.observe(grads, self.looked_up(grads))
         if not self.schedule.is_update_step(step):
             return
         counts = exchange_counts(self.active, self.numel, self.schedule.fraction(step), self.scope)
@@ -281,6 +348,14 @@ class Explorer(TicketHook):
         self.explore_seconds += perf_counter() - started
         self.updates += 1
         self.exchanged += exchanged
+
+    def looked_up(self, grads) -> dict | None:
+        if self.rows is None:
+            return None
+        rows = self.rows.take()
+        if not self.rows.verified:
+            self.rows.verify(grads, rows)
+        return rows
 
     def dense_gradient_fraction(self, steps: int) -> float:
         """Share of the training steps that needed the dense weight gradient."""
