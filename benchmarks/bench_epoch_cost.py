@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
-from common import alternate, arg_parser, masked_trainer, prepare_run, recbole_trainer, sync  # noqa: E402
+from common import FirstSteps, alternate, arg_parser, masked_trainer, prepare_run, recbole_trainer, sync  # noqa: E402
 
 from recbole_lth.core.masking import ParameterMask, select_prunable  # noqa: E402
 from recbole_lth.engine import builder
@@ -46,9 +46,10 @@ def _dense_trainer(run, model=None):
     return sparse_trainer(run.config, model, ParameterMask(select_prunable(model, "embeddings")))
 
 
-def epoch_variants(run, sparsity: float) -> dict:
-    """``{name: train one epoch(e)}`` over copies of the run's model."""
-    data = run.train_data
+def epoch_variants(run, sparsity: float, max_steps: int = 0) -> dict:
+    """``{name: train one epoch(e)}`` over copies of the run's model (of its
+    first ``max_steps`` batches, when set)."""
+    data = FirstSteps(run.train_data, max_steps) if max_steps else run.train_data
     trainers = {"recbole": recbole_trainer(run), "dense": _dense_trainer(run)}
     trainers["masked"] = masked_trainer(run, sparsity)
 
@@ -121,6 +122,8 @@ def main() -> None:
     parser.set_defaults(dataset="yelp2018", models="BPR", epochs=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--skip_validation", action="store_true")
+    parser.add_argument("--max_steps", type=int, default=0, help="time the first N steps of each epoch (0: all)")
+    parser.add_argument("--variants", default="", help="comma-separated subset of the variants (default: all)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -129,11 +132,14 @@ def main() -> None:
           f"(+1 warm-up), torch {torch.__version__}, threads {torch.get_num_threads()}")
     for model_name in args.models.split(","):
         run = prepare_run(model_name, args, method=["dsl", "pep"], **overrides)
-        variants, explorer, search = epoch_variants(run, args.sparsity)
+        variants, explorer, search = epoch_variants(run, args.sparsity, args.max_steps)
+        if args.variants:
+            variants = {name: variants[name] for name in ["dense", *args.variants.split(",")] if name in variants}
         alternate(variants, 1, run.device)  # warm-up (allocator, caches, KD teacher top-k)
         medians = alternate(variants, args.epochs, run.device)
         search.step_hook.remove()
-        print(f"{model_name} on {args.dataset} ({len(run.train_data)} steps/epoch, device {run.device}); "
+        steps = min(args.max_steps or len(run.train_data), len(run.train_data))
+        print(f"{model_name} on {args.dataset} ({steps} of {len(run.train_data)} steps/epoch timed, device {run.device}); "
               f"PEP's gathered tables: {search.gathered or 'none'}")
         print(f"{'variant':14s} {'s/epoch':>9s} {'/ dense':>8s}")
         for name, seconds in medians.items():

@@ -57,7 +57,10 @@ def recbole_trainer(run):
     from recbole.utils import get_trainer
 
     config = run.config
-    return get_trainer(config["MODEL_TYPE"], config["model"])(config, copy.deepcopy(run.model))
+    model = copy.deepcopy(run.model)
+    for accelerated in ("forward", "bipartite_graph"):  # fast_propagation's: RecBole's own forward instead
+        vars(model).pop(accelerated, None)
+    return get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
 
 
 def masked_trainer(run, sparsity: float, seed: int = 0):
@@ -71,6 +74,27 @@ def masked_trainer(run, sparsity: float, seed: int = 0):
     params = select_prunable(model, "embeddings")
     masks = pruning.random_mask(params, sparsity, "global", seed=seed)
     return sparse_trainer(run.config, model, ParameterMask(params, masks))
+
+
+class FirstSteps:
+    """A training loader cut to its first ``steps`` batches (``--max_steps``):
+    per-step ratios of a backbone whose epochs are minutes long (LightGCN on
+    ml-1m); everything else is the loader's."""
+
+    def __init__(self, loader, steps: int):
+        self.loader, self.steps = loader, steps
+
+    def __iter__(self):
+        for step, batch in enumerate(self.loader):
+            if step == self.steps:
+                return
+            yield batch
+
+    def __len__(self):
+        return min(self.steps, len(self.loader))
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
 
 
 def sync(device) -> None:

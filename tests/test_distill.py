@@ -229,3 +229,33 @@ def test_bad_kd_and_baseline_settings(method, overrides, key):
     with pytest.raises(ConfigError) as err:
         settings_for(overrides.pop("model", "BPR"), "ml-100k", method, None, overrides)
     assert err.value.key == key
+
+
+def test_ranking_kd_on_bpr_reads_its_rows_sparsely_with_the_flat_pairs_values(tmp_path):
+    # BPR's ranking KD scores each batch user against its K teacher items
+    # with one user lookup and sparse-gradient rows: the loss and the
+    # gradients of scoring the flattened pairs through predict, faster.
+    from recbole_lth.sparse import scoring
+
+    run = _prepare(tmp_path, "BPR", kd_weight=1.0)
+    model = run.model
+    batch = next(iter(run.train_data)).to(run.device)
+    users = batch[model.USER_ID]
+    items = torch.randint(1, run.train_data.dataset.item_num, (len(users), 4))
+    tables = (model.user_embedding.weight, model.item_embedding.weight)
+
+    grid = scoring.log_likes(model, users, items)
+    (grid * torch.arange(1.0, 5.0)).sum().backward()
+    assert all(t.grad.is_sparse for t in tables)  # the fast path was taken
+    grid_grads = [t.grad.to_dense() for t in tables]
+    model.zero_grad(set_to_none=True)
+    flat = torch.nn.functional.logsigmoid(scoring.pair_logits(model, users, items))
+    (flat * torch.arange(1.0, 5.0)).sum().backward()
+    torch.testing.assert_close(grid, flat, atol=1e-6, rtol=0)
+    for fast, plain in zip(grid_grads, (t.grad for t in tables)):
+        assert plain.abs().sum() > 0
+        torch.testing.assert_close(fast, plain, atol=1e-6, rtol=0)
+    # With the model's own loss the gradients add up to a dense one, as Adam (fused) needs.
+    model.zero_grad(set_to_none=True)
+    (model.calculate_loss(batch) - scoring.log_likes(model, users, items).mean()).backward()
+    assert not any(t.grad.is_sparse for t in tables)

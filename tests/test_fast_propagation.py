@@ -86,3 +86,26 @@ def test_a_trained_ticket_scores_as_with_recboles_forward(tmp_path):
             rows[fast] = [{k: v for k, v in row.items() if "recall" in k or "ndcg" in k} for row in csv.DictReader(f)]
     assert len(rows[True]) == 2 and rows[True][0]
     assert rows[True] == rows[False]
+
+
+def test_one_propagation_per_loss_keeps_the_fast_forward(lightgcn):
+    # Distillation shares one propagation between a loss's parts, then puts
+    # the model's own forward back: the fast one, not RecBole's class method.
+    from recbole_lth.sparse.scoring import propagate_once
+
+    model = lightgcn()
+    fast = model.forward
+    with propagate_once(model):
+        assert model.forward() is model.forward()
+    assert model.forward == fast and "forward" in vars(model)
+
+
+def test_a_copied_model_propagates_with_its_own_weights(lightgcn):
+    import copy
+
+    model = lightgcn()
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        twin.user_embedding.weight.mul_(2)
+        twin.item_embedding.weight.mul_(2)
+        torch.testing.assert_close(twin.forward()[0], 2 * model.forward()[0], atol=ATOL, rtol=0)

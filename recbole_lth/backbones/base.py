@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recbole_lth.core import masking
@@ -49,6 +50,26 @@ def interaction(fields: dict):
     return Interaction(fields)
 
 
+def training_rows(module: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """Rows of a table for a training loss.  A plain ``nn.Embedding`` is read
+    with a sparse gradient: autograd adds its few rows into the table's dense
+    gradient instead of zero-filling and adding one more table-sized tensor
+    per lookup (the cost that made ranking KD 2x a BPR step).  Anything else
+    (a projected or soft-thresholded table) is called as it is."""
+    if type(module) is nn.Embedding and "forward" not in vars(module):
+        return F.embedding(ids, module.weight, module.padding_idx, sparse=True)
+    return module(ids)
+
+
+def dot_grid(user_table: str, item_table: str) -> Callable:
+    """``Scores.grid`` of a dot-product scorer over two embedding modules."""
+    def grid(model, users, items):
+        user_rows = training_rows(getattr(model, user_table), users)
+        return (user_rows.unsqueeze(1) * training_rows(getattr(model, item_table), items)).sum(-1)
+
+    return grid
+
+
 def full_sort_logits(model, users: torch.Tensor) -> torch.Tensor:
     """RecBole's ``full_sort_predict`` as ``(B, n_items)`` (a dot-product scorer: no output activation)."""
     return model.full_sort_predict(interaction({model.USER_ID: users})).view(len(users), -1)
@@ -72,6 +93,10 @@ class Scores:
 
     rows: Callable = full_sort_logits
     pairs: Callable | None = predict_logits
+    # grid(model, users (B,), items (B, K)) -> (B, K): the pairs' scores for a
+    # training loss with one lookup per user and gradients of O(B·K) rows
+    # (None: ``pairs`` of the flattened grid).
+    grid: Callable | None = None
     multinomial: bool = False
     row_batches: bool = False
 

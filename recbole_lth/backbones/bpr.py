@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import types
 
-from recbole_lth.backbones.base import Backbone, Lcm, Scores, Term, keeps_lookups, shrunk
+from recbole_lth.backbones.base import Backbone, Lcm, Scores, Term, dot_grid, keeps_lookups, shrunk
 from recbole_lth.core import compact
 
 TABLES = {"user_embedding.weight": ("user", 0), "item_embedding.weight": ("item", 0)}
@@ -35,6 +35,7 @@ def compact_scoring(model, final_embeddings: bool) -> None:
 
 
 BACKBONE = Backbone(
-    "BPR", tables=lambda model: dict(TABLES), widths=embedding_widths, costs=costs, scores=Scores(),
+    "BPR", tables=lambda model: dict(TABLES), widths=embedding_widths, costs=costs,
+    scores=Scores(grid=dot_grid("user_embedding", "item_embedding")),
     compact=compact_scoring, lcm=Lcm(("user_embedding", "item_embedding"), "embedding_size"),
 )

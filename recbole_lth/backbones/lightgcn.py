@@ -59,6 +59,11 @@ class BipartiteGraph:
         self.item_users = self.csr(rows[~user_rows] - n_users, cols[~user_rows], values[~user_rows],
                                    (n_items, n_users))
 
+    def __deepcopy__(self, memo):
+        # Constant data that torch cannot deep-copy (CSR has no storage): a
+        # copied model shares it.
+        return self
+
     @staticmethod
     def csr(rows, cols, values, shape) -> torch.Tensor:
         with warnings.catch_warnings():  # torch calls its sparse CSR support beta

@@ -58,7 +58,8 @@ def log_likes(model, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     """log P(user likes item) under the model's own likelihood, ``(B, K)``."""
     if is_multinomial(model):
         return F.log_softmax(row_logits(model, users), dim=1).gather(1, items)
-    return F.logsigmoid(pair_logits(model, users, items))
+    grid = scores_of(model).grid
+    return F.logsigmoid(grid(model, users, items) if grid is not None else pair_logits(model, users, items))
 
 
 @contextmanager
@@ -70,6 +71,7 @@ def propagate_once(model):
         yield
         return
     original = model.forward
+    own = "forward" in vars(model)  # an instance's forward (fast_propagation's) is put back, not deleted
     cached = []
 
     def forward_once():
@@ -81,4 +83,7 @@ def propagate_once(model):
     try:
         yield
     finally:
-        del model.forward
+        if own:
+            model.forward = original
+        else:
+            del model.forward
