@@ -167,7 +167,7 @@ QUICK_DSL = {**QUICK, "epochs": 3, "stopping_step": 5, "target_sparsities": [0.6
     [
         ("dsl_decay", "step"), ("dsl_init_ratio", 0), ("dsl_init_ratio", 1.5),
         ("dsl_update_epochs", 0), ("dsl_update_epochs", "often"), ("dsl_end_epoch", 0), ("dsl_end_epoch", -1),
-        ("dsl_grow", "momentum"), ("dsl_drop", "gradient"),
+        ("dsl_grow", "moment"), ("dsl_drop", "gradient"),
         ("target_sparsities", [0.5, 1.0]), ("target_sparsities", []),
     ],
 )
@@ -459,3 +459,31 @@ def test_summing_looked_up_rows_gives_the_same_masks_and_weights(tmp_path, monke
         for name in rows.masks[epoch]:
             assert torch.equal(rows.masks[epoch][name], whole.masks[epoch][name])
             assert torch.equal(rows.weights[epoch][name], whole.weights[epoch][name])
+
+
+def test_momentum_growth_needs_a_warm_state_and_regrows_by_the_first_moment():
+    with pytest.raises(ConfigError) as err:
+        settings_for("BPR", "ml-100k", "dsl", config_dict={"dsl_grow": "momentum"})
+    assert err.value.key == "dsl_optimizer_state"
+    settings_for("BPR", "ml-100k", "dsl", config_dict={"dsl_grow": "momentum", "dsl_optimizer_state": "warm"})
+
+    torch.manual_seed(0)
+    model = nn.Embedding(10, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    mask = ParameterMask({"weight": model.weight}, {"weight": torch.arange(20).view(10, 2) < 10})
+    mask.attach(opt)
+    mask.keep_optimizer_state()
+    grow = dynamic.MomentumGrow()
+    grow.bind(mask)
+    assert torch.equal(grow.scores(mask.weights(), {})["weight"], torch.zeros(10, 2))  # no state yet
+    target = torch.zeros(10, 2)
+    target[9, 1] = 5.0  # only one inactive weight is pulled
+    for _ in range(3):
+        opt.zero_grad()
+        (model.weight - target).pow(2).sum().backward()
+        opt.step()
+    scores = grow.scores(mask.weights(), {})["weight"]
+    assert torch.equal(scores, opt.state[model.weight]["exp_avg"].abs())
+    inactive = ~mask.masks["weight"]
+    assert scores[9, 1] == scores[inactive].max() > 10 * scores[inactive].sort().values[-2]
+    assert torch.all(model.weight[inactive] == 0)

@@ -35,7 +35,8 @@ KEYS = (
     choice_key("dsl_drop", "which active weights are dropped: magnitude (smallest |w|)", dynamic.DROP_SCORES),
     choice_key("dsl_grow", "which inactive weights are regrown: cumulative_gradient (largest |sum of grads| "
                "since training began), accumulated_gradient (since the last exploration), gradient (the paper's: "
-               "the update step's batch only), random (SET)", dynamic.GROW_SCORES),
+               "the update step's batch only), momentum (the optimizer's first moment, the authors' code's other "
+               "mode; needs dsl_optimizer_state warm), random (SET)", dynamic.GROW_SCORES),
     number_key("dsl_min_ratio", "ρ's floor until T_end: ρ_t = floor + (ρ0 - floor)·decay (the authors' code: "
                "0.005, with T_end the last epoch)", 0.0, 1.0, high_open=True),
     choice_key("dsl_optimizer_state", "fresh: a regrown weight starts at 0 with zero optimizer state (gradients "
@@ -47,6 +48,10 @@ KEYS = (
 
 
 def check(settings: dict) -> None:
+    if settings["dsl_grow"] in dynamic.NEEDS_WARM_STATE and settings["dsl_optimizer_state"] != "warm":
+        raise ConfigError("dsl_optimizer_state", settings["dsl_optimizer_state"],
+                          f"warm with dsl_grow {settings['dsl_grow']} (it reads the optimizer's state at inactive "
+                          "weights, which only a warm state keeps)")
     if settings["dsl_min_ratio"] >= settings["dsl_init_ratio"]:
         raise ConfigError("dsl_min_ratio", settings["dsl_min_ratio"],
                           f"a number in [0, dsl_init_ratio = {settings['dsl_init_ratio']})")

@@ -101,6 +101,9 @@ class GrowScore:
     def reset(self) -> None:
         """Called after each update."""
 
+    def bind(self, mask) -> None:
+        """Called once per ticket with its mask (attached to the optimizer)."""
+
 
 class GradientGrow(GrowScore):
     """|grad| of the update step's batch (the DSL paper's growth principle, RigL)."""
@@ -206,6 +209,30 @@ class CumulativeGradientGrow(AccumulatedGradientGrow):
         pass
 
 
+class MomentumGrow(GrowScore):
+    """|the optimizer's first moment| (Adam's ``exp_avg``, SGD's momentum
+    buffer): the DSL authors' ``growth='momentum'`` (Sparse Momentum,
+    Dettmers & Zettlemoyer 2019).  It has a value at an inactive weight only
+    while the optimizer keeps tracking it (``dsl_optimizer_state: warm``),
+    which needs the dense gradient every step."""
+
+    dense_gradient = "every_step"
+    BUFFERS = ("exp_avg", "momentum_buffer")
+
+    def bind(self, mask):
+        self.mask = mask
+
+    def scores(self, weights, grads):
+        state = self.mask.optimizer.state if self.mask.optimizer is not None else {}
+        return {n: self.moment(state.get(self.mask.params[n], {}), w) for n, w in weights.items()}
+
+    def moment(self, state: dict, weight: torch.Tensor) -> torch.Tensor:
+        for key in self.BUFFERS:
+            if key in state:
+                return state[key].detach().abs().float()
+        return torch.zeros_like(weight, dtype=torch.float)
+
+
 class RandomGrow(GrowScore):
     """Uniform scores (SET, Mocanu et al. 2018): needs no gradient."""
 
@@ -221,7 +248,9 @@ class RandomGrow(GrowScore):
 
 
 GROW_SCORES = {"gradient": GradientGrow, "accumulated_gradient": AccumulatedGradientGrow,
-               "cumulative_gradient": CumulativeGradientGrow, "random": RandomGrow}
+               "cumulative_gradient": CumulativeGradientGrow, "momentum": MomentumGrow, "random": RandomGrow}
+# Grow scores that read optimizer state at inactive weights: only a warm state has it.
+NEEDS_WARM_STATE = ("momentum",)
 
 
 # ------------------------------------------------------------------ update
@@ -297,7 +326,8 @@ class Explorer(TicketHook):
         self._started = self._trained_until = perf_counter()
         # A grow score that sums every step's gradient reads only the rows the
         # step looked up: O(batch), not O(table), with the same sums.
-        self.rows = LookedUpRows(trainer.model, mask.params) if self.grow.dense_gradient == "every_step" else None
+        self.rows = LookedUpRows(trainer.model, mask.params) if isinstance(self.grow, AccumulatedGradientGrow) else None
+        self.grow.bind(mask)
         mask.grad_observers.append(self.observe)
         if self.warm_state:
             mask.keep_optimizer_state()
