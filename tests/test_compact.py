@@ -204,3 +204,17 @@ def test_lcm_export_is_its_deployed_model_compact(quick_run, tmp_path):
     # what it deploys: (users + items) x d' fp32, nothing of the frozen teacher table
     assert counted["dense fp32"] == 4 * rows["lcm_0.5"]["active_params"]
     assert compact.resident_bytes(export.load_compact(out)[1])["(rest)"] >= counted["dense fp32"]
+
+
+@pytest.mark.parametrize("model", ["LightGCN", "NGCF"])
+def test_a_graph_lcm_export_evaluates_as_trained(quick_run, tmp_path, model):
+    # Its exported tables are small dense ones, not compact: the graph
+    # backbones' compact scoring leaves them to the model's own forward.
+    result = quick_run(model, "lcm", target_sparsities=[0.5], epochs=1, embedding_size=8)
+    rows = {r["ticket"]: r for r in results.read_results(result.run_dir)}
+    out = export.export_ticket(result.run_dir, "lcm_0.5", tmp_path / "l.pt")
+    evaluated = export.evaluate_compact(out)["metrics"]
+    trained = {k.removeprefix("test_"): v for k, v in rows["lcm_0.5"].items() if k.startswith("test_")}
+    assert evaluated.keys() == trained.keys()
+    for key, value in trained.items():
+        assert evaluated[key] == pytest.approx(value, abs=1e-4), key

@@ -146,11 +146,16 @@ def precompute(model) -> None:
     model.forward = types.MethodType(_precomputed_forward, model)
 
 
+def _compact_tables(model) -> bool:
+    return all(isinstance(t, compact.CompactEmbedding) for t in (model.user_embedding, model.item_embedding))
+
+
 def compact_scoring(model, final_embeddings: bool) -> None:
     """The stored (layer-0) tables stay compact and the first propagation
     streams them; the propagated embeddings it scores with are dense, as in RecBole."""
     model.norm_adj_matrix = model.norm_adj_matrix.coalesce()
-    model.forward = types.MethodType(_forward, model)
+    if _compact_tables(model):  # an exported lcm ticket's tables are small dense ones: its own forward
+        model.forward = types.MethodType(_forward, model)
     if final_embeddings:
         precompute(model)
 

@@ -9,6 +9,7 @@ import torch
 
 from recbole_lth.backbones.base import Backbone, Lcm, Scores, Term
 from recbole_lth.backbones.bpr import TABLES, embedding_widths
+from recbole_lth.core import compact
 
 
 def costs(model, phase, batch_size) -> list[Term]:
@@ -53,7 +54,8 @@ def compact_scoring(model, final_embeddings: bool) -> None:
     materialises them from the compact tables (a transient dense copy), once
     per evaluation since RecBole caches the propagated embeddings;
     ``final_embeddings`` keeps only the propagated embeddings."""
-    model.get_ego_embeddings = types.MethodType(_ego_embeddings, model)
+    if all(isinstance(t, compact.CompactEmbedding) for t in (model.user_embedding, model.item_embedding)):
+        model.get_ego_embeddings = types.MethodType(_ego_embeddings, model)  # not an lcm ticket's dense tables
     if final_embeddings:
         with torch.no_grad():
             users, items = model.forward()
