@@ -3,6 +3,8 @@
 What is exact: a row the step looked up gets torch's Adam bit for bit, a row
 it did not look up (and its moments) is left bit for bit as it was, and the
 masks are those of a literal host-side count at the search's check steps.
+The row-sparse search is opt-in (``row_sparse=True``): the default search is
+PEP's dense Adam on s, counted every step (tests/test_pep.py).
 """
 from __future__ import annotations
 
@@ -114,7 +116,7 @@ def test_search_counts_every_few_steps_and_records_the_literal_masks(tiny_data, 
     monkeypatch.setattr(pep.PepSearch, "record", traced)
     for host_check in (True, False):
         counted_at.clear()
-        search = pep.PepSearch(run, targets, host_check=host_check)
+        search = pep.PepSearch(run, targets, host_check=host_check, row_sparse=True)
         result = search.fit()
         assert list(search.row_adams) == ["user_embedding.weight", "item_embedding.weight"]
         # The count's share of the table: (80 + 60 + 2) rows x 16 over 3 lookups of 8 rows x 16.

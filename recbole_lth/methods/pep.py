@@ -154,9 +154,12 @@ class PepSearch:
     snapshot only then; otherwise (CUDA, no host sync per step) every check
     writes the margins into the next target's slot or a scratch slot with one
     ``index_copy_``.  Both record the same masks.
-    ``row_sparse`` (default: RecBole's learner is Adam): the ``s`` of a
-    gathered table (one per row or entry) is trained by a :class:`RowAdam`,
-    which updates only the rows the step looked up.  ``check_every``: count
+    ``row_sparse`` (off by default; needs RecBole's learner to be Adam): the
+    ``s`` of a gathered table (one per row or entry) is trained by a
+    :class:`RowAdam`, which updates only the rows the step looked up: O(batch),
+    but a different algorithm, and on ml-100k BPR its 0.8 and 0.9 tickets
+    lost 9% and 22% test Recall@20 (docs/pep.md), so the default keeps
+    PEP's dense Adam on s.  ``check_every``: count
     the kept weights (and record, and move the pressure) every that many
     steps and at each epoch's end; default: 1 if a selected tensor is updated
     whole, else the table-to-lookup ratio measured at the first step, so that
@@ -164,7 +167,7 @@ class PepSearch:
     """
 
     def __init__(self, run, targets: list[float], gathered: bool = True, pressure: str | None = None,
-                 host_check: bool | None = None, row_sparse: bool | None = None, check_every: int | None = None):
+                 host_check: bool | None = None, row_sparse: bool = False, check_every: int | None = None):
         settings = run.settings
         self.run = run
         self.targets = list(targets)
@@ -174,8 +177,7 @@ class PepSearch:
         invalidate_caches(self.model)
         device = torch.device(run.device)
         self.host_check = device.type == "cpu" if host_check is None else host_check
-        if row_sparse is None:
-            row_sparse = str(run.config["learner"]).lower() == "adam"
+        row_sparse = bool(row_sparse) and str(run.config["learner"]).lower() == "adam"
         self.check_every = check_every
         names = list(run.prunable)
         # Tensor groups whose sparsity is compared with the targets: all
