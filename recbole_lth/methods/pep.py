@@ -46,6 +46,7 @@ from recbole_lth.core.settings import choice_key, number_key
 from recbole_lth.engine.run import TicketHook, TicketSpec
 from recbole_lth.engine.trainer import close_tensorboard, fused, invalidate_caches, tensorboard_in
 from recbole_lth.methods.base import Method
+from recbole_lth.sparse.row_adam import RowAdam
 
 logger = logging.getLogger("recbole_lth")
 
@@ -69,11 +70,13 @@ class SoftThreshold(nn.Module):
     def threshold(self) -> torch.Tensor:
         return self._scale(torch.sigmoid(self.s))
 
-    def row_threshold(self, index: torch.Tensor) -> torch.Tensor:
-        """The threshold of the rows ``index`` looks up (an embedding's batch)."""
+    def row_threshold(self, index: torch.Tensor, lookup=F.embedding) -> torch.Tensor:
+        """The threshold of the rows ``index`` looks up (an embedding's batch);
+        ``lookup(index, s)`` reads the rows of ``s`` (a :class:`RowAdam`'s, so
+        that only those rows get a gradient)."""
         if self.s.shape[0] == 1:  # global / dimension: shared by every row
             return self.threshold()
-        return self._scale(torch.sigmoid(F.embedding(index, self.s)))
+        return self._scale(torch.sigmoid(lookup(index, self.s)))
 
     @staticmethod
     def cut(v: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
@@ -83,7 +86,7 @@ class SoftThreshold(nn.Module):
         return self.cut(v, self.threshold())
 
 
-def gathered_forward(module: nn.Embedding, soft: SoftThreshold):
+def gathered_forward(module: nn.Embedding, soft: SoftThreshold, lookup=F.embedding):
     """An embedding lookup that thresholds only the looked-up rows.
 
     The loss sees only those rows, so ``Ṽ[index]`` computed from ``V[index]``
@@ -97,7 +100,7 @@ def gathered_forward(module: nn.Embedding, soft: SoftThreshold):
     def forward(index: torch.Tensor) -> torch.Tensor:
         v = F.embedding(index, original, module.padding_idx, module.max_norm, module.norm_type,
                         module.scale_grad_by_freq, module.sparse)
-        return soft.cut(v, soft.row_threshold(index))
+        return soft.cut(v, soft.row_threshold(index, lookup))
 
     return forward
 
@@ -148,13 +151,23 @@ class PepSearch:
     offset ``b`` steered so that the sparsity follows :func:`scheduled_sparsity`,
     ``"l2"`` is the paper's form (the L2 on s alone raises the thresholds).
     ``host_check``: detect a crossing with a host read (free on CPU) and
-    snapshot only then; otherwise (CUDA, no host sync per step) every step
+    snapshot only then; otherwise (CUDA, no host sync per step) every check
     writes the margins into the next target's slot or a scratch slot with one
     ``index_copy_``.  Both record the same masks.
+    ``row_sparse`` (off by default; needs RecBole's learner to be Adam): the
+    ``s`` of a gathered table (one per row or entry) is trained by a
+    :class:`RowAdam`, which updates only the rows the step looked up: O(batch),
+    but a different algorithm, and on ml-100k BPR its 0.8 and 0.9 tickets
+    lost 9% and 22% test Recall@20 (docs/pep.md), so the default keeps
+    PEP's dense Adam on s.  ``check_every``: count
+    the kept weights (and record, and move the pressure) every that many
+    steps and at each epoch's end; default: 1 if a selected tensor is updated
+    whole, else the table-to-lookup ratio measured at the first step, so that
+    the count costs one step's lookups on average.
     """
 
     def __init__(self, run, targets: list[float], gathered: bool = True, pressure: str | None = None,
-                 host_check: bool | None = None):
+                 host_check: bool | None = None, row_sparse: bool = False, check_every: int | None = None):
         settings = run.settings
         self.run = run
         self.targets = list(targets)
@@ -164,6 +177,8 @@ class PepSearch:
         invalidate_caches(self.model)
         device = torch.device(run.device)
         self.host_check = device.type == "cpu" if host_check is None else host_check
+        row_sparse = bool(row_sparse) and str(run.config["learner"]).lower() == "adam"
+        self.check_every = check_every
         names = list(run.prunable)
         # Tensor groups whose sparsity is compared with the targets: all
         # selected tensors together (global scope) or each on its own.
@@ -173,6 +188,8 @@ class PepSearch:
         self.thresholds: dict[str, SoftThreshold] = {}
         self.originals: dict[str, torch.Tensor] = {}
         self.gathered: list[str] = []
+        self.row_adams: dict[str, RowAdam] = {}
+        self.scratch: tuple[torch.Tensor, ...] | None = None  # count_kept's buffers
         axes = table_axes(self.model, names)
         for name in names:
             module_name, tensor_name = name.rsplit(".", 1)
@@ -187,8 +204,7 @@ class PepSearch:
             self.thresholds[name] = soft
             self.originals[name] = module.parametrizations[tensor_name].original
             if gathered and isinstance(module, nn.Embedding) and tensor_name == "weight" and axis == 0:
-                module.forward = gathered_forward(module, soft)
-                self.gathered.append(name)
+                self._gather(name, module, soft, row_sparse)
         self.numel = [sum(self.originals[n].numel() for n in group) for group in self.groups]
         # A target is reached when a group's nonzero count is at most the
         # count its ticket keeps (integer comparison, exact).
@@ -214,10 +230,44 @@ class PepSearch:
         # Steer a little past the largest target so that it is crossed, not approached.
         self.final_sparsity = 1.0 - 0.75 * (1.0 - max(self.targets))
 
+    def _gather(self, name: str, module: nn.Embedding, soft: SoftThreshold, row_sparse: bool) -> None:
+        lookup = F.embedding
+        if row_sparse and soft.s.shape[0] > 1:  # a shared s (global, dimension) is tiny: plain Adam
+            adam = RowAdam(soft.s, self.threshold_lr(), self.run.settings["pep_weight_decay"],
+                           fused=bool(self.run.config["fused_optimizer"]))
+            self.row_adams[name] = adam
+            lookup = adam.lookup
+        module.forward = gathered_forward(module, soft, lookup)
+        self.gathered.append(name)
+
+    def threshold_lr(self) -> float:
+        lr = self.run.settings.get("pep_lr")
+        return self.run.config["learning_rate"] if lr is None else lr
+
     @torch.no_grad()
     def margin(self, name: str) -> torch.Tensor:
         """``|V| - threshold``: positive exactly where Ṽ is nonzero."""
         return self.originals[name].abs() - self.thresholds[name].threshold()
+
+    @torch.no_grad()
+    def count_kept(self, name: str) -> torch.Tensor:
+        """``count_nonzero(|V| > threshold)`` on the device, in reused buffers:
+        fresh table-sized temporaries page-fault on every count with glibc's
+        malloc (measured: most of the count's cost)."""
+        v, soft = self.originals[name], self.thresholds[name]
+        if self.scratch is None:
+            largest = max(t.numel() for t in self.originals.values())
+            self.scratch = (v.new_empty(largest), v.new_empty(largest), v.new_empty(largest, dtype=torch.bool))
+        size, magnitude, threshold, kept = v.numel(), *self.scratch
+        magnitude, kept = magnitude[:size].view_as(v), kept[:size].view_as(v)
+        torch.abs(v, out=magnitude)
+        if soft.s.shape == v.shape:  # the same floats as soft.threshold(), written in place
+            threshold = torch.sigmoid(soft.s, out=threshold[:size].view_as(v))
+            if soft.offset is not None:
+                threshold.mul_(torch.exp(soft.offset))
+        else:  # a shared s: its threshold is small
+            threshold = soft.threshold()
+        return torch.count_nonzero(torch.gt(magnitude, threshold, out=kept))
 
     @torch.no_grad()
     def _group_margins(self, g: int) -> torch.Tensor:
@@ -228,10 +278,7 @@ class PepSearch:
         """Bookkeeping after a step (or before the first one): count the kept
         weights on the device, snapshot the margins of a target crossed now,
         and move the pressure towards the scheduled sparsity."""
-        nonzero = torch.stack([
-            sum(torch.count_nonzero(self.originals[n].abs() > self.thresholds[n].threshold()) for n in group)
-            for group in self.groups
-        ])
+        nonzero = torch.stack([sum(self.count_kept(n) for n in group) for group in self.groups])
         newly = (nonzero.unsqueeze(1) <= self.keep) & ~self.recorded
         self.recorded |= newly
         self.step_at = torch.where(newly, self.step_tensor, self.step_at)
@@ -259,28 +306,40 @@ class PepSearch:
         return self.slots[g][int(self.source[g, t])]
 
     def _after_step(self, optimizer, args, kwargs) -> None:
+        updated = sum(adam.step() for adam in self.row_adams.values())
         self.step += 1
         self.step_tensor += 1
-        self.record()
+        if self.check_every is None:
+            self.check_every = self._check_interval(updated)
+        epoch_end = self.step % self.steps_per_epoch == 0
+        if epoch_end or self.step % self.check_every == 0:
+            self.record()
         # One host sync per epoch: stop once every target is recorded.
-        if self.step % self.steps_per_epoch == 0 and bool(self.recorded.all()):
+        if epoch_end and bool(self.recorded.all()):
             raise _StopSearch
+
+    def _check_interval(self, updated: int) -> int:
+        """Steps between counts: the count reads every selected tensor, so when
+        a step updates only ``updated`` entries of them (all row-sparse),
+        counting every ``total // updated`` steps costs about one step's
+        lookups; a tensor updated whole already costs the table, so count
+        every step."""
+        if len(self.row_adams) < len(self.originals) or updated == 0:
+            return 1
+        return max(1, sum(self.numel) // updated)
 
     def optimizer_groups(self) -> list[dict]:
         """Model weights as RecBole sets them; the thresholds with their own
         learning rate and L2 (PEP's code: Adam's weight decay on s too)."""
-        settings, config = self.run.settings, self.run.config
         threshold_ids = {id(t.s) for t in self.thresholds.values()}
         weights = [p for p in self.model.parameters() if id(p) not in threshold_ids]
-        lr = settings.get("pep_lr")
-        return [
-            {"params": weights},
-            {
-                "params": [t.s for t in self.thresholds.values()],
-                "lr": config["learning_rate"] if lr is None else lr,
-                "weight_decay": settings["pep_weight_decay"],
-            },
-        ]
+        # The row-sparse thresholds are stepped by their RowAdam, after this optimizer.
+        dense = [t.s for n, t in self.thresholds.items() if n not in self.row_adams]
+        groups = [{"params": weights}]
+        if dense:
+            groups.append({"params": dense, "lr": self.threshold_lr(),
+                           "weight_decay": self.run.settings["pep_weight_decay"]})
+        return groups
 
     def trainer(self):
         """RecBole's trainer for the search's model, its optimizer holding the
@@ -363,6 +422,8 @@ class PepSearch:
                 "stopped_early": stopped_early,
                 "pressure": self.pressure,
                 "gathered_tables": self.gathered,
+                "row_sparse_thresholds": list(self.row_adams),
+                "check_every": self.check_every,
                 "final_sparsity": {n: round(v, 6) for n, v in final.items()},
             },
         }
