@@ -11,7 +11,9 @@ validation metric, full-sort evaluator); the mixin only
 * keeps the best-on-validation weights in memory instead of pickling RecBole's
   Config to disk, and remembers that epoch,
 * calls ``epoch_callbacks(trainer, epoch_idx)`` after every training epoch
-  (late rewinding captures its state there).
+  (late rewinding captures its state there),
+* evaluates full-sort loaders with their index tensors built once per loader
+  (:mod:`recbole_lth.engine.evaluation`: RecBole's metrics, same results).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import torch
 from recbole.utils import get_trainer
 
 from recbole_lth.core.masking import ParameterMask
+from recbole_lth.engine.evaluation import FullSortEvaluation
 
 
 FUSABLE_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.Adagrad)
@@ -51,7 +54,7 @@ def invalidate_caches(model) -> None:
             setattr(model, name, None)
 
 
-class SparseTrainerMixin:
+class SparseTrainerMixin(FullSortEvaluation):
     def __init__(self, config, model, mask: ParameterMask, epoch_callbacks=()):
         super().__init__(config, model)
         self.mask = mask
@@ -136,7 +139,7 @@ def sparse_trainer(config, model, mask: ParameterMask, epoch_callbacks=(), tenso
         return _CLASSES[base](config, model, mask, epoch_callbacks)
 
 
-class _EvaluationOnly:
+class _EvaluationOnly(FullSortEvaluation):
     def _build_optimizer(self, **kwargs):
         return None  # a compact model has no trainable parameters (BPR: none at all)
 
