@@ -259,3 +259,41 @@ def test_ranking_kd_on_bpr_reads_its_rows_sparsely_with_the_flat_pairs_values(tm
     model.zero_grad(set_to_none=True)
     (model.calculate_loss(batch) - scoring.log_likes(model, users, items).mean()).backward()
     assert not any(t.grad.is_sparse for t in tables)
+
+
+def test_ranking_kd_rows_join_the_gradient_in_place_before_the_step(tmp_path):
+    # In a ticket's training the KD rows' gradients are added into the tables'
+    # .grad by the optimizer's pre-step (first observer): the gradients autograd
+    # would give, and they reach the step.
+    from recbole_lth.core import pruning
+    from recbole_lth.engine.trainer import sparse_trainer
+
+    run = _prepare(tmp_path, "BPR", kd_weight=1.0)
+    model = run.model
+    params = select_prunable(model, "embeddings")
+    trainer = sparse_trainer(run.config, model, ParameterMask(params, pruning.random_mask(params, 0.5, "global")))
+    distiller = distill.Distiller({**run.settings, "kd_type": "ranking", "kd_topk": 5}, model.state_dict())
+    distiller.attach(run, trainer)
+    batch = next(iter(run.train_data)).to(run.device)
+    tables = list(params.values())
+
+    def gradients():
+        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.loss_func(batch).backward()
+        if distiller.deferred is not None:
+            assert distiller.deferred.pending
+            distiller.deferred.flush()
+        return [t.grad.clone() for t in tables]
+
+    deferred = gradients()
+    rows = distiller.deferred
+    distiller.deferred = None  # autograd adds the sparse row gradients
+    plain = gradients()
+    for a, b in zip(deferred, plain):
+        assert not a.is_sparse
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    distiller.deferred = rows
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.loss_func(batch).backward()
+    trainer.optimizer.step()
+    assert not rows.pending  # the pre-step flushed them

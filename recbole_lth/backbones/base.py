@@ -61,11 +61,41 @@ def training_rows(module: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     return module(ids)
 
 
+class DeferredRows:
+    """Rows of plain ``nn.Embedding`` tables read as leaf tensors whose
+    gradients :meth:`flush` adds into each table's ``.grad`` in place, O(rows),
+    after the backward: autograd would add them (sparse) to the model's own
+    dense gradient out of place, a new table-sized tensor per table per step.
+    Anything else is read as :func:`training_rows` reads it."""
+
+    def __init__(self):
+        self.pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def __call__(self, module: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        if type(module) is not nn.Embedding or "forward" in vars(module):
+            return training_rows(module, ids)
+        rows = F.embedding(ids, module.weight.detach()).requires_grad_()
+        self.pending.append((module.weight, ids, rows))
+        return rows
+
+    @torch.no_grad()
+    def flush(self) -> None:
+        for weight, ids, rows in self.pending:
+            if rows.grad is None:
+                continue
+            if weight.grad is None:
+                weight.grad = torch.zeros_like(weight)
+            weight.grad.index_add_(0, ids.reshape(-1), rows.grad.reshape(-1, weight.shape[1]))
+        self.pending.clear()
+
+
 def dot_grid(user_table: str, item_table: str) -> Callable:
-    """``Scores.grid`` of a dot-product scorer over two embedding modules."""
-    def grid(model, users, items):
-        user_rows = training_rows(getattr(model, user_table), users)
-        return (user_rows.unsqueeze(1) * training_rows(getattr(model, item_table), items)).sum(-1)
+    """``Scores.grid`` of a dot-product scorer over two embedding modules;
+    ``rows(module, ids)`` reads a table's rows (:func:`training_rows`, or a
+    :class:`DeferredRows`)."""
+    def grid(model, users, items, rows=training_rows):
+        user_rows = rows(getattr(model, user_table), users)
+        return (user_rows.unsqueeze(1) * rows(getattr(model, item_table), items)).sum(-1)
 
     return grid
 
@@ -93,9 +123,9 @@ class Scores:
 
     rows: Callable = full_sort_logits
     pairs: Callable | None = predict_logits
-    # grid(model, users (B,), items (B, K)) -> (B, K): the pairs' scores for a
-    # training loss with one lookup per user and gradients of O(B·K) rows
-    # (None: ``pairs`` of the flattened grid).
+    # grid(model, users (B,), items (B, K), rows=training_rows) -> (B, K): the
+    # pairs' scores for a training loss with one lookup per user and gradients
+    # of O(B·K) rows (None: ``pairs`` of the flattened grid).
     grid: Callable | None = None
     multinomial: bool = False
     row_batches: bool = False

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from recbole_lth.backbones.base import DeferredRows
 from recbole_lth.core import checkpoint
 from recbole_lth.core.errors import ConfigError
 from recbole_lth.engine import builder
@@ -201,6 +202,7 @@ class Distiller(TicketHook):
         self.teacher_topk = None  # (n_users, kd_topk) item ids, ranking KD
         self.rank_weights = None
         self.active = False
+        self.deferred = None  # DeferredRows of a ticket's training
 
     def load_teacher(self, run: Run) -> None:
         if self.teacher is not None:
@@ -219,6 +221,12 @@ class Distiller(TicketHook):
             return
         self.load_teacher(run)
         model, base_loss = trainer.model, trainer.loss_func
+        # The KD rows' gradients join the model's in the optimizer's pre-step
+        # (first, so every other observer sees them), unless RecBole clips
+        # gradients between backward and step: then autograd adds them.
+        self.deferred = None if trainer.config["clip_grad_norm"] else DeferredRows()
+        if self.deferred is not None:
+            trainer.mask.grad_observers.insert(0, lambda mask: self.deferred.flush())
 
         def loss_with_kd(interaction):
             with propagate_once(model):
@@ -233,7 +241,7 @@ class Distiller(TicketHook):
         users = interaction[model.USER_ID]
         if self.kd_type == "ranking":
             items = self.teacher_topk[users]
-            return -(log_likes(model, users, items) * self.rank_weights).sum(1).mean()
+            return -(log_likes(model, users, items, self.deferred) * self.rank_weights).sum(1).mean()
         if is_autoencoder(model):
             # The batch rows are whole users: all items' scores.
             student = row_logits(model, users)

@@ -54,12 +54,16 @@ def pair_logits(model, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor
     return scores.pairs(model, flat_users, items.reshape(-1)).view(items.shape)
 
 
-def log_likes(model, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    """log P(user likes item) under the model's own likelihood, ``(B, K)``."""
+def log_likes(model, users: torch.Tensor, items: torch.Tensor, rows=None) -> torch.Tensor:
+    """log P(user likes item) under the model's own likelihood, ``(B, K)``;
+    ``rows``: how a backbone with ``Scores.grid`` reads its tables' rows
+    (default: sparse-gradient lookups)."""
     if is_multinomial(model):
         return F.log_softmax(row_logits(model, users), dim=1).gather(1, items)
     grid = scores_of(model).grid
-    return F.logsigmoid(grid(model, users, items) if grid is not None else pair_logits(model, users, items))
+    if grid is None:
+        return F.logsigmoid(pair_logits(model, users, items))
+    return F.logsigmoid(grid(model, users, items) if rows is None else grid(model, users, items, rows))
 
 
 @contextmanager
