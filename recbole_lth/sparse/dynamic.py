@@ -162,12 +162,14 @@ class LookedUpRows:
     def __init__(self, model: nn.Module, names):
         self.ids: dict[str, list] = {}
         self.handles = {}
+        self.devices: dict[str, torch.device] = {}  # where an empty step's ids live
         self.verified = False
         for name in names:
             module_name, _, attribute = name.rpartition(".")
             module = model.get_submodule(module_name) if module_name else model
             if attribute == "weight" and isinstance(module, nn.Embedding):
                 self.ids[name] = []
+                self.devices[name] = module.weight.device
                 self.handles[name] = module.register_forward_hook(partial(self.record, name))
 
     def record(self, name, module, inputs, output) -> None:
@@ -175,7 +177,8 @@ class LookedUpRows:
             self.ids[name].append(inputs[0].reshape(-1))
 
     def take(self) -> dict[str, torch.Tensor]:
-        rows = {n: torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long) for n, ids in self.ids.items()}
+        rows = {n: torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long, device=self.devices[n])
+                for n, ids in self.ids.items()}
         for ids in self.ids.values():
             ids.clear()
         return rows
