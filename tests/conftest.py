@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 import recbole_lth
 
@@ -82,3 +83,30 @@ def trained_keys(monkeypatch):
 
     monkeypatch.setattr(Run, "_train", counting)
     return keys
+
+
+def trace_pep_records(monkeypatch) -> tuple[list, dict]:
+    """Host-side, literal reference for PEP's bookkeeping, recorded beside the real one.
+
+    Returns ``(counted_at, reference)``: the steps at which a search counted, and per
+    search (``id``) and target index the margins |V| - sigmoid(s) at the first counted
+    step whose nonzero count is at most that target's ticket's.
+    """
+    from recbole_lth.core.pruning import kept_count
+    from recbole_lth.methods import pep
+
+    counted_at, reference = [], {}
+    record = pep.PepSearch.record
+
+    def traced(self):
+        record(self)
+        counted_at.append(self.step)
+        margins = torch.cat([(self.originals[n].abs() - torch.sigmoid(self.thresholds[n].s)).flatten()
+                             for n in self.originals])
+        for t, target in enumerate(self.targets):
+            if t not in reference.setdefault(id(self), {}) and int((margins > 0).sum()) <= kept_count(
+                    margins.numel(), target):
+                reference[id(self)][t] = margins.clone()
+
+    monkeypatch.setattr(pep.PepSearch, "record", traced)
+    return counted_at, reference

@@ -17,7 +17,7 @@ from recbole_lth.core.pruning import kept_count
 from recbole_lth.engine.run import TicketHook
 from recbole_lth.methods import pep
 
-from conftest import QUICK
+from conftest import QUICK, trace_pep_records
 
 # The paper's pressure (L2 on s only), with thresholds that start near zero and
 # rise fast enough to reach 0.5 within one epoch.
@@ -182,21 +182,7 @@ def test_gathered_search_and_cheap_bookkeeping_match_the_full_table_search(tmp_p
     settings = {**QUICK, **FAST, "epochs": 1, "run_dir": str(tmp_path / "run")}
     run = prepare(model="BPR", dataset="ml-100k", method="pep", config_dict=settings)
 
-    # Reference bookkeeping, host-side and literal: the margins |V| - sigmoid(s)
-    # at the first step whose nonzero count is at most each target's.
-    reference = {}
-    record = pep.PepSearch.record
-
-    def traced(self):
-        record(self)
-        margins = torch.cat([(self.originals[n].abs() - torch.sigmoid(self.thresholds[n].s)).flatten()
-                             for n in self.originals])
-        for t, target in enumerate(self.targets):
-            if t not in reference.setdefault(id(self), {}) and int((margins > 0).sum()) <= kept_count(
-                    margins.numel(), target):
-                reference[id(self)][t] = margins.clone()
-
-    monkeypatch.setattr(pep.PepSearch, "record", traced)
+    _, reference = trace_pep_records(monkeypatch)
     full, full_result = _search_state(run, gathered=False, host_check=False)
     assert full.gathered == []
     # Gathering alone is exact: with s trained by the dense Adam (row_sparse off), as the whole table's.

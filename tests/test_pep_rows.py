@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from recbole_lth.api import prepare
-from recbole_lth.core.pruning import keep_top, kept_count
+from recbole_lth.core.pruning import keep_top
 from recbole_lth.methods import pep
 from recbole_lth.sparse.row_adam import RowAdam
 
-from conftest import QUICK
+from conftest import QUICK, trace_pep_records
 
 
 def _pair(fused: bool, weight_decay: float = 1e-3):
@@ -97,23 +97,7 @@ def test_search_counts_every_few_steps_and_records_the_literal_masks(tiny_data, 
                 "run_dir": str(tmp_path / "run")}
     run = prepare(model="BPR", dataset=dataset, method="pep", config_dict=settings)
 
-    # Reference, host-side and literal: at each step the search counts, the
-    # margins |V| - sigmoid(s); a target is recorded at the first such step
-    # whose nonzero count is at most its ticket's.
-    counted_at, reference = [], {}
-    record = pep.PepSearch.record
-
-    def traced(self):
-        record(self)
-        counted_at.append(self.step)
-        margins = torch.cat([(self.originals[n].abs() - torch.sigmoid(self.thresholds[n].s)).flatten()
-                             for n in self.originals])
-        for t, target in enumerate(self.targets):
-            if t not in reference.setdefault(id(self), {}) and int((margins > 0).sum()) <= kept_count(
-                    margins.numel(), target):
-                reference[id(self)][t] = margins.clone()
-
-    monkeypatch.setattr(pep.PepSearch, "record", traced)
+    counted_at, reference = trace_pep_records(monkeypatch)
     for host_check in (True, False):
         counted_at.clear()
         search = pep.PepSearch(run, targets, host_check=host_check, row_sparse=True)
