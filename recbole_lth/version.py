@@ -1,2 +1,2 @@
 """The plugin's version (one home: the package, --version and pyproject read it)."""
-VERSION = "0.1.0"
+VERSION = "0.2.0"

@@ -31,4 +31,4 @@ def test_help_with_other_arguments_and_version(capsys):
     assert "methods (--method):" in capsys.readouterr().out
     assert main(["--version"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("recbole_lth 0.1.0, RecBole 1.2.1, torch ")
+    assert out.startswith("recbole_lth 0.2.0, RecBole 1.2.1, torch ")

@@ -77,3 +77,45 @@ def test_a_run_dir_of_the_old_rule_is_resumed_after_an_upgrade(tmp_path, monkeyp
     with pytest.raises(ConfigError, match=r"these differ: prune_scope\)"):
         recbole_lth.run("BPR", "ml-100k", "omp", config_dict={**config, "run_dir": str(old_dir),
                                                               "prune_scope": "per_table"})
+
+
+def released_with(tmp_path, monkeypatch, key: str, value) -> None:
+    """The plugin as the release that introduced ``key`` shipped it: its default ``value``
+    (in dsl.yaml), no changed default recorded."""
+    folder = tmp_path / "old_properties"
+    shutil.copytree(settings.properties_dir(), folder)
+    text = (folder / "dsl.yaml").read_text()
+    (folder / "dsl.yaml").write_text(text.replace(f"{key}: {not value}", f"{key}: {value}"))
+    monkeypatch.setattr(settings, "properties_dir", lambda: folder)
+    monkeypatch.setattr(settings, "RELEASED_DEFAULTS", {})
+
+
+def test_a_changed_default_keeps_old_folders_and_gives_new_runs_their_own(tmp_path, monkeypatch, trained_keys):
+    key = "dsl_regrow_dropped"
+    assert settings.RELEASED_DEFAULTS[key] is False
+    assert api.settings_for("BPR", "ml-100k", "dsl", config_dict=CONFIG)[0][key] is True  # today's default
+    config = {**CONFIG, "output_root": str(tmp_path / "runs")}
+    with monkeypatch.context() as old_release:
+        released_with(tmp_path, old_release, key, False)
+        assert api.settings_for("BPR", "ml-100k", "dsl", config_dict=config)[0][key] is False
+        before = recbole_lth.run("BPR", "ml-100k", "dsl", config_dict=config)
+    assert trained_keys == ["dsl_0.5"]
+    stored = json.loads((before.run_dir / "settings.json").read_text())
+    assert stored[key] is False
+
+    # The old command, its value now spelled out: the old folder, nothing trained.
+    trained_keys.clear()
+    again = recbole_lth.run("BPR", "ml-100k", "dsl", config_dict={**config, key: False})
+    assert again.run_dir.resolve() == before.run_dir.resolve() and trained_keys == []
+    assert again.rows == before.rows
+    # The same command at the new default: a folder of its own, trained.
+    changed = recbole_lth.run("BPR", "ml-100k", "dsl", config_dict=config)
+    assert changed.run_dir.resolve() != before.run_dir.resolve() and "dsl_0.5" in trained_keys
+    # A run made before the key existed stored none of it: it ran the released value.
+    del stored[key]
+    (before.run_dir / "settings.json").write_text(json.dumps(stored))
+    trained_keys.clear()
+    recbole_lth.run("BPR", "ml-100k", "dsl", config_dict={**config, "run_dir": str(before.run_dir), key: False})
+    assert trained_keys == []
+    with pytest.raises(ConfigError, match=rf"these differ: {key}\)"):
+        recbole_lth.run("BPR", "ml-100k", "dsl", config_dict={**config, "run_dir": str(before.run_dir)})

@@ -354,7 +354,20 @@ LEGACY_DEFAULT_KEYS = frozenset({
     "target_sparsity", "topk", "valid_metric", "worker_threads", "workers",
 })
 
+# Keys whose declared default a release changed, each with the value it was
+# released with.  Identities, and a stored run's missing keys, compare with that
+# first value: a folder made before the change is found by the command that made
+# it (the old value now spelled out), and a run at the new default gets a folder
+# of its own instead of meeting the old one's settings.
+RELEASED_DEFAULTS = {
+    "dsl_regrow_dropped": False,  # True since 0.2.0 (docs/fidelity.md, "DSL's regrowth")
+}
+
 _MISSING = object()
+
+
+def _released(defaults: dict) -> dict:
+    return {**defaults, **{k: v for k, v in RELEASED_DEFAULTS.items() if k in defaults}}
 
 
 def declared_defaults(method, method_files: Callable[[str], list[str]] | None = None) -> dict:
@@ -376,6 +389,7 @@ def run_identity(settings: dict, defaults: dict) -> str:
     """Short hash of what changes what a run computes: model, dataset, method
     and every key whose value differs from ``defaults`` (``declared_defaults``),
     so a key a release adds at its default changes no run's identity."""
+    defaults = _released(defaults)
     return _hash({k: v for k, v in settings.items() if k not in VOLATILE_KEYS
                   and (k in IDENTITY_KEYS or k not in defaults or not _same(v, defaults[k]))})
 
@@ -384,6 +398,7 @@ def legacy_run_identity(settings: dict, defaults: dict) -> str:
     """The identity run directories were named by before ``run_identity``:
     every stored setting, defaults included, but no key added since
     (``LEGACY_DEFAULT_KEYS``) while it holds its default."""
+    defaults = _released(defaults)
     return _hash({k: v for k, v in settings.items() if k not in VOLATILE_KEYS
                   and not (k in defaults and k not in LEGACY_DEFAULT_KEYS and _same(v, defaults[k]))})
 
@@ -392,6 +407,7 @@ def differing_keys(stored: dict, settings: dict, defaults: dict) -> list[str]:
     """The keys (not volatile) whose values differ between a run directory's
     stored settings and these; a key missing from one side counts as its
     default (a key added since that run was started, at its default, is equal)."""
+    defaults = _released(defaults)
     def value(values, key):
         return values[key] if key in values else defaults.get(key, _MISSING)
 
