@@ -360,7 +360,7 @@ LEGACY_DEFAULT_KEYS = frozenset({
 # it (the old value now spelled out), and a run at the new default gets a folder
 # of its own instead of meeting the old one's settings.
 RELEASED_DEFAULTS = {
-    "dsl_regrow_dropped": False,  # True since 0.2.0 (docs/fidelity.md, "DSL's regrowth")
+    "dsl_regrow_dropped": False,  # True since 0.2.0 (docs/fidelity.md, "DSL's options, one at a time")
 }
 
 _MISSING = object()

@@ -43,8 +43,8 @@ KEYS = (
                "masked); warm (the authors' code): gradients never masked, weights zeroed after each step, so "
                "Adam's moments keep tracking inactive weights", ("fresh", "warm")),
     bool_key("dsl_regrow_dropped", "a weight dropped at an exploration may be regrown at the same one, keeping "
-             "its value (the authors' code; the default since 0.2.0, measured better on 5 of 6 backbone/data "
-             "pairs); False: dropped and regrown sets are disjoint"),
+             "its value (the authors' code; the default since 0.2.0, measured better on 7 of 8 backbone/data/"
+             "sparsity pairs); False: dropped and regrown sets are disjoint"),
 )
 
 
