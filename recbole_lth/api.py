@@ -88,7 +88,7 @@ def settings_for(model=None, dataset=None, method=None, config_files=None, confi
 
 def plugin_defaults(settings: dict) -> dict:
     """The values of the plugin's layers for these settings' method(s), with no user input."""
-    return declared_defaults(settings["method"], methods.properties_files)
+    return declared_defaults(settings["method"], methods.properties_files, settings.get("model"))
 
 
 def _identity_dir(settings: dict, suffix: str = "") -> Path:
@@ -200,7 +200,7 @@ def _write(checked: _Checked) -> Run:
         paths.write_json(run_paths.data_fingerprint, checked.fingerprint)
     paths.write_text(run_paths.config, builder.plain_config(checked.config))
     train_data = checked.data[0]
-    save_popularity(run_paths, train_data.dataset)  # training-split counts for the report
+    save_popularity(run_paths, train_data.dataset, checked.model)  # training-split counts for the report
     paths.save_table_axes(run_paths, backbones.table_axes(checked.model, list(checked.prunable)),
                     {n: p.shape for n, p in checked.prunable.items()})
     logger.info(str(checked.dataset))

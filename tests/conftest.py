@@ -70,6 +70,40 @@ def tiny_data(tmp_path):
 
 
 @pytest.fixture
+def tiny_sequences(tmp_path):
+    """Tiny time-ordered histories for sequential models (60 users, 40 items,
+    12 steps each; a user walks its group's items in order, so the next item
+    is learnable): ``(data_path, "tinyseq")``."""
+    import random
+
+    rng = random.Random(0)
+    folder = tmp_path / "data" / "tinyseq"
+    folder.mkdir(parents=True)
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    for user in range(1, 61):
+        base, start = (1 if user % 2 else 21), rng.randrange(20)
+        lines += [f"{user}\t{base + (start + t) % 20}\t{1000 * user + t}" for t in range(12)]
+    (folder / "tinyseq.inter").write_text("\n".join(lines) + "\n")
+    return str(tmp_path / "data"), "tinyseq"
+
+
+# Sequential settings the tests afford: RecBole's SASRec takes minutes an epoch
+# on ml-100k here, so tiny histories, short windows and small layers.
+SEQUENTIAL_QUICK = {"MAX_ITEM_LIST_LENGTH": 8, "hidden_size": 16, "inner_size": 32, "n_layers": 1, "n_heads": 2,
+                    "embedding_size": 16, "topk": [5, 10], "valid_metric": "Recall@10", "train_batch_size": 256}
+
+
+def sequential_settings(model: str, **overrides) -> dict:
+    """SEQUENTIAL_QUICK, keeping only the keys RecBole defines for ``model``."""
+    from recbole_lth.engine import builder
+
+    known = builder.recbole_keys(model, "tinyseq")
+    picked = {k: v for k, v in SEQUENTIAL_QUICK.items() if k in known or k in ("topk", "valid_metric")}
+    return {"epochs": 1, "state": "ERROR", "show_progress": False, "progress": False, "load_col": None, **picked,
+            **overrides}
+
+
+@pytest.fixture
 def trained_keys(monkeypatch):
     """The keys of the tickets trained (not loaded) from now on, in order."""
     from recbole_lth.engine.run import Run

@@ -194,13 +194,13 @@ def test_report_of_a_real_run_has_embedding_sizes(omp_run):
 
 
 def test_entity_axis_maps_rows_and_columns():
-    assert entity_axis("user_embedding.weight", (10, 16), 10, 30) == ("user", 0)
-    assert entity_axis("encoder.0.weight", (600, 30), 10, 30) == ("item", 1)
-    assert entity_axis("h_item.weight", (16, 30), 10, 30) == ("item", 1)
-    assert entity_axis("mlp.0.weight", (16, 32), 10, 30) is None
+    assert entity_axis("user_embedding.weight", (10, 16), {"user": 10, "item": 30}) == ("user", 0)
+    assert entity_axis("encoder.0.weight", (600, 30), {"user": 10, "item": 30}) == ("item", 1)
+    assert entity_axis("h_item.weight", (16, 30), {"user": 10, "item": 30}) == ("item", 1)
+    assert entity_axis("mlp.0.weight", (16, 32), {"user": 10, "item": 30}) is None
     # With the module type: an item-sized output layer has a row per item.
-    assert entity_axis("decoder.2.weight", (30, 600), 10, 30, linear=True) == ("item", 0)
-    assert entity_axis("h_item.weight", (16, 30), 10, 30, linear=True) == ("item", 1)
+    assert entity_axis("decoder.2.weight", (30, 600), {"user": 10, "item": 30}, linear=True) == ("item", 0)
+    assert entity_axis("h_item.weight", (16, 30), {"user": 10, "item": 30}, linear=True) == ("item", 1)
 
 
 def test_report_failure_is_a_warning_and_keeps_results(quick_run, monkeypatch, caplog):

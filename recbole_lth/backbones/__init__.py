@@ -1,6 +1,6 @@
 """The backbone registry: ``--model=NAME`` -> its declared :class:`Backbone`, if any.
 
-Any RecBole general recommender runs the mask methods and ``pep`` with no
+Any RecBole general, sequential or context-aware recommender runs the mask methods and ``pep`` with no
 declaration; what needs one (``small_dense``, ``lcm``, KD, compact scoring,
 MACs) is refused for an undeclared model by :func:`require`, naming what is
 missing.  Adding a backbone is one module declaring its ``BACKBONE`` and
@@ -12,7 +12,7 @@ from torch import nn
 
 from recbole_lth.backbones import bpr, cdae, lightgcn, multivae, neumf, ngcf
 from recbole_lth.backbones.base import Backbone, generic_tables
-from recbole_lth.core import masking
+from recbole_lth.core import masking, tasks
 from recbole_lth.core.errors import ConfigError
 
 _DECLARED = [
@@ -61,23 +61,17 @@ def require(model_name: str, capability: str, needed_by: str):
     return value
 
 
-def general_recommenders() -> list[str]:
-    """RecBole's trainable general recommenders (model type GENERAL)."""
-    import recbole.model.general_recommender as general
-    from recbole.utils import ModelType
-
-    return sorted(name for name, cls in vars(general).items()
-                  if isinstance(cls, type) and getattr(cls, "type", None) == ModelType.GENERAL)
-
-
 def check_model(model_name) -> None:
-    """A RecBole general recommender (declared or not)."""
+    """A RecBole model of a family the plugin has a task for (general,
+    sequential, context-aware), declared or not, and not one the task refuses."""
     if model_name in BACKBONES:
         return
-    known = general_recommenders()
-    if not isinstance(model_name, str) or model_name not in known:
-        raise ConfigError("model", model_name, f"a RecBole general recommender: {', '.join(BACKBONES)} (declared), "
-                                               f"or {', '.join(n for n in known if n not in BACKBONES)}")
+    task = tasks.for_model(model_name)
+    if task is not None and model_name not in task.refused:
+        return
+    reason = f" ({model_name}: {task.refused[model_name]})" if task is not None else ""
+    families = "; ".join(f"{t.label}: {', '.join(tasks.recommenders(t))}" for t in tasks.TASKS.values())
+    raise ConfigError("model", model_name, f"{families}{reason}")
 
 
 # ---------------------------------------------------------- the mask core's view

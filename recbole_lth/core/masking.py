@@ -42,6 +42,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from recbole_lth.core import tasks
 from recbole_lth.core.errors import ConfigError
 
 PRUNE_TARGETS = ("embeddings", "all_weights")
@@ -54,41 +55,39 @@ ZERO_PRESERVING_OPTIMIZERS = (
 PRUNE_SCOPES = ("global", "per_table")
 
 
-def entity_axis(name: str, shape, n_users: int | None, n_items: int | None,
-                linear: bool = False) -> tuple[str, int] | None:
-    """Which entity (``"user"``/``"item"``) a 2-D table indexes, and along which axis.
+def entity_axis(name: str, shape, sizes: dict, linear: bool = False) -> tuple[str, int] | None:
+    """Which entity (``"user"``, ``"item"``, ``"feature"``: the task's
+    :func:`~recbole_lth.core.tasks.Task.sizes`) a 2-D table indexes, and along which axis.
 
     An ``nn.Embedding`` weight (rows, d) has one row per entity.  The item
     tables of the autoencoders are ``nn.Linear`` weights (out, in): an output
     layer (n_items, h) holds one row per item (axis 0), an input layer
     (h, n_items) one *column* per item (axis 1).  Without the module type
     (``linear=False``) the sizes decide, the tensor's name breaking ties.
-    None: neither side is a user or item count.
+    None: neither side is an entity count.
     """
     if len(tuple(shape)) != 2:
         return None
-    sizes = (("user", n_users), ("item", n_items))
+    sizes = tuple((side, n) for side, n in sizes.items() if n is not None)
     if linear:
         for side, n in reversed(sizes):  # an item-sized output row first, then an input column
             for axis in (0, 1):
-                if n is not None and shape[axis] == n:
+                if shape[axis] == n:
                     return side, axis
         return None
-    matches = [(side, axis) for axis in (0, 1) for side, n in sizes if n is not None and shape[axis] == n]
+    matches = [(side, axis) for axis in (0, 1) for side, n in sizes if shape[axis] == n]
     named = [m for m in matches if m[0] in name.lower()]
     return (named or matches or [None])[0]
 
 
 def table_axes(model: nn.Module, names) -> dict[str, tuple[str, int] | None]:
-    """:func:`entity_axis` of each named parameter of a RecBole model."""
+    """:func:`entity_axis` of each named parameter of a RecBole model, over its task's entities."""
     params = dict(model.named_parameters())
+    sizes = tasks.of_model(model).sizes(model)
     out = {}
     for name in names:
         module = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-        out[name] = entity_axis(
-            name, tuple(params[name].shape), getattr(model, "n_users", None), getattr(model, "n_items", None),
-            linear=isinstance(module, nn.Linear),
-        )
+        out[name] = entity_axis(name, tuple(params[name].shape), sizes, linear=isinstance(module, nn.Linear))
     return out
 
 

@@ -23,6 +23,7 @@ from typing import Callable, Iterable
 
 import yaml
 
+from recbole_lth.core import tasks
 from recbole_lth.core.errors import ConfigError, UnknownKey
 from recbole_lth.core.masking import PRUNE_SCOPES, PRUNE_TARGETS
 
@@ -263,6 +264,7 @@ def check_common(settings: dict) -> None:
     check_keys(settings, COMMON_KEYS)
     check_keys(settings, RECBOLE_KEYS)
     check_valid_metric(settings)
+    tasks.check_settings(settings)
     epochs = settings.get("epochs")
     if not is_whole(epochs) or epochs < 1:
         raise ConfigError("epochs", epochs, "a whole number >= 1")
@@ -295,9 +297,14 @@ def merge_settings(model=None, dataset=None, method=None, config_files=None, con
     props = properties_dir()
     settings = read_yaml(props / "overall.yaml")
     user_layers = [read_yaml(f) for f in files] + [overrides]
-    chosen = settings.get("method")
+    chosen, model_name = settings.get("method"), None
     for layer in user_layers:
         chosen = layer.get("method", chosen)
+        model_name = layer.get("model", model_name)
+    # The model's task (sequential, context-aware) sets its evaluation keys
+    # above overall.yaml's full-sort defaults and below everything else.
+    for name in tasks.properties_files(model_name):
+        settings.update(read_yaml(props / name))
     # A study (a list of methods) reads every method's file; each method then
     # trains with its own view (api.settings_for).
     for method_name in chosen if isinstance(chosen, list) else [chosen]:
@@ -370,10 +377,11 @@ def _released(defaults: dict) -> dict:
     return {**defaults, **{k: v for k, v in RELEASED_DEFAULTS.items() if k in defaults}}
 
 
-def declared_defaults(method, method_files: Callable[[str], list[str]] | None = None) -> dict:
-    """The plugin layers' values with no user input: ``overall.yaml`` and the
-    properties files of ``method`` (a name or a study's list), merged."""
-    return merge_settings(method=method, config_files=[], config_dict={}, method_files=method_files)
+def declared_defaults(method, method_files: Callable[[str], list[str]] | None = None, model=None) -> dict:
+    """The plugin layers' values with no user input: ``overall.yaml``, the
+    task file of ``model`` and the properties files of ``method`` (a name or
+    a study's list), merged."""
+    return merge_settings(model=model, method=method, config_files=[], config_dict={}, method_files=method_files)
 
 
 def _same(a, b) -> bool:

@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from recbole_lth import backbones
+from recbole_lth.core import tasks
 from recbole_lth.core.errors import ConfigError
 from recbole_lth.engine import distributed
 
@@ -82,11 +83,13 @@ def inter_files(settings: dict, data_path: str) -> list[str]:
 
 def check_atomic_files(settings: dict, data_path: str) -> None:
     """The ``.inter`` files RecBole will read: a header of ``name:type``
-    fields holding the user and item id fields, and at least one row.
-    RecBole itself fails on these with a traceback deep in pandas."""
+    fields holding the columns the model's task needs (user and item ids; a
+    context-aware model's label, or the field its ``threshold`` reads), and
+    at least one row.  RecBole itself fails on these with a traceback deep in pandas."""
     dataset = settings["dataset"]
     separator = settings.get("field_separator") or "\t"
-    wanted = [settings.get("USER_ID_FIELD") or "user_id", settings.get("ITEM_ID_FIELD") or "item_id"]
+    task = tasks.for_model(settings["model"]) or tasks.GENERAL
+    wanted = [settings.get(key) or default for key, default in task.id_fields]
     for path in inter_files(settings, data_path):
         with open(path, errors="replace") as f:
             header = f.readline().rstrip("\r\n")
@@ -105,20 +108,55 @@ def check_atomic_files(settings: dict, data_path: str) -> None:
             )
 
 
+def check_task_columns(config, data_path: str) -> None:
+    """What RecBole loads must hold what the task reads: a sequential
+    model's ``TIME_FIELD`` (``load_col``), a context-aware model's label."""
+    task = tasks.of_config(config)
+    inter_cols = (config["load_col"] or {}).get("inter") if isinstance(config["load_col"], dict) else None
+    if task is tasks.SEQUENTIAL and inter_cols is not None and config["TIME_FIELD"] not in inter_cols:
+        raise ConfigError("load_col", config["load_col"],
+                          f"null (every column), or an inter list holding {config['TIME_FIELD']}: a sequential "
+                          f"model orders each history by time")
+    if task.ranks_items:
+        return
+    check_labels(config, data_path)
+
+
+def check_labels(config, data_path: str) -> None:
+    """A context-aware model learns from a 0/1 label: the ``.inter`` files
+    must hold ``LABEL_FIELD`` or the field a ``threshold`` reads."""
+    wanted = tasks.label_columns(config)
+    settings = {"dataset": config["dataset"], "benchmark_filename": config["benchmark_filename"]}
+    separator = config["field_separator"] or "\t"
+    for path in inter_files(settings, data_path):
+        with open(path, errors="replace") as f:
+            present = {field.split(":", 1)[0].strip() for field in f.readline().rstrip("\r\n").split(separator)}
+        if not any(w in present for w in wanted):
+            raise ConfigError(
+                "LABEL_FIELD", config["LABEL_FIELD"],
+                f"a 0/1 label column of {path} (it has {sorted(present)}), or a threshold on one of its fields "
+                f"(e.g. --threshold=\"{{rating: 4}}\"): a context-aware model learns from labels")
+
+
 def data_fingerprint(train, valid, test) -> dict:
-    """Sizes and a hash of every split's (user, item) ids: resuming a run on
-    other data (another data_path, another split) is refused."""
+    """Sizes and a hash of every split's rows: resuming a run on other data
+    (another data_path, another split) is refused.  A task with user and
+    item ids hashes them; a context-aware one without ids every column."""
     import hashlib
 
     import numpy as np
 
-    out = {"users": int(train.dataset.user_num), "items": int(train.dataset.item_num)}
+    dataset = train.dataset
+    ids = [f for f in (dataset.uid_field, dataset.iid_field) if f is not None]
+    out = {"users": int(dataset.user_num) if dataset.uid_field else 0,
+           "items": int(dataset.item_num) if dataset.iid_field else 0}
     for name, loader in (("train", train), ("valid", valid), ("test", test)):
         split = loader.dataset
-        users = np.asarray(split.inter_feat[split.uid_field].numpy(), dtype=np.int64)
-        items = np.asarray(split.inter_feat[split.iid_field].numpy(), dtype=np.int64)
-        digest = hashlib.sha1(users.tobytes() + items.tobytes()).hexdigest()[:16]
-        out[name] = {"interactions": int(len(users)), "sha1": digest}
+        fields = ids if len(ids) == 2 else sorted(split.inter_feat.columns)
+        blob = b"".join(np.asarray(split.inter_feat[f].numpy(), dtype=np.int64 if f in ids else None).tobytes()
+                        for f in fields)
+        digest = hashlib.sha1(blob).hexdigest()[:16]
+        out[name] = {"interactions": int(len(split.inter_feat)), "sha1": digest}
     return out
 
 
@@ -215,25 +253,30 @@ def load_data(config, eval_memory_mb: float | None = None):
 
 def load_judgeable_data(settings: dict, config, data_path: str):
     """``load_data``, refusing (one line) data on which no ticket can be
-    judged: RecBole's own data errors, a validation or test split with no
-    user, and a K of ``topk`` not below the number of items (every ranking
-    would hold every item: Recall@K = 1)."""
+    judged: RecBole's own data errors, an empty validation or test split,
+    and, for a ranking task, a K of ``topk`` not below the number of items
+    (every ranking would hold every item: Recall@K = 1)."""
     files = " ".join(inter_files(settings, data_path))
+    check_task_columns(config, data_path)
     try:
         loaded = load_data(config, eval_memory(settings))
     except ValueError as err:
         raise ConfigError("dataset", files, f"data RecBole can load and split (it failed: "
                                             f"{' '.join(str(err).split())[:300]})") from None
     dataset, train, valid, test = loaded
+    ranking = tasks.of_config(config).ranks_items
     for name, loader in (("validation", valid), ("test", test)):
         split = loader.dataset
-        if len(split.inter_feat) == 0 or split.inter_feat[split.uid_field].unique().numel() == 0:
+        rows = len(split.inter_feat)
+        if rows == 0 or (ranking and split.inter_feat[split.uid_field].unique().numel() == 0):
             raise ConfigError(
                 "dataset", files,
-                f"data whose {name} split has users: it has none (eval_args split {config['eval_args']['split']}, "
-                f"{len(train.dataset.inter_feat)} interactions of {dataset.user_num - 1} users); each user needs "
+                f"data whose {name} split has {'users' if ranking else 'rows'}: it has none (eval_args split "
+                f"{config['eval_args']['split']}, {len(train.dataset.inter_feat)} training rows); each user needs "
                 f"enough interactions for every split (e.g. 3 or more for 8:1:1)",
             )
+    if not ranking:
+        return loaded
     items = dataset.item_num - 1  # RecBole's id 0 is padding
     topk = config["topk"] if isinstance(config["topk"], list) else [config["topk"]]
     if max(topk) >= items:
@@ -243,8 +286,12 @@ def load_judgeable_data(settings: dict, config, data_path: str):
 
 
 def eval_memory(settings: dict) -> float | None:
-    """The full-sort budget, unless the user chose ``eval_batch_size`` (which wins)."""
-    return None if settings.get("eval_batch_size") else settings.get("eval_memory_mb")
+    """The full-sort budget, unless the user chose ``eval_batch_size`` (which
+    wins) or the task scores labeled rows (RecBole's batches of rows)."""
+    task = tasks.for_model(settings.get("model")) or tasks.GENERAL
+    if settings.get("eval_batch_size") or not task.ranks_items:
+        return None
+    return settings.get("eval_memory_mb")
 
 
 # ------------------------------------------------------------------ models

@@ -26,7 +26,7 @@ import yaml
 from recbole_lth.core import paths
 from recbole_lth.engine.builder import recbole_keys
 from recbole_lth.views.judge import (
-    companion_metric, dense_reference, is_empty, metric_label, relative_change, verdict_cell, verdict_metric,
+    at_least, companion_metric, dense_reference, is_empty, metric_label, relative_change, verdict_cell, verdict_metric,
 )
 from recbole_lth.core.settings import VOLATILE_KEYS
 from recbole_lth.engine.results import columns_of, read_results, read_settings
@@ -188,7 +188,8 @@ def compare(run_dirs, out_dir="lth_compare") -> Path:
         lines += ["", f"Note: the runs mix models/datasets {sorted(map(str, pairs))}; compare curves within one."]
     lines += [
         "",
-        f"Relative changes and the winning verdict (test {metric.removeprefix('test_') if metric else '?'} ≥ "
+        f"Relative changes and the winning verdict (test {metric.removeprefix('test_') if metric else '?'} "
+        f"{at_least(metric)} "
         "dense) are against each run's dense reference: its own, else a matching run's (above); "
         "\"no reference\" where none matched.",
         "",

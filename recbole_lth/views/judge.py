@@ -4,10 +4,13 @@
   else a row with sparsity 0.
 * A ticket is *winning* when its test Recall@K is at least the dense
   reference's (LTH-MRS, a' >= a), with K the ``valid_metric``'s K when that
-  is a Recall, else the largest K in the columns.
+  is a Recall, else the largest K in the columns; a labeled task's
+  ``valid_metric`` (AUC) otherwise, "at least" read in the metric's
+  direction (a LogLoss wins at or below the reference's: the task protocol).
 """
 from __future__ import annotations
 
+from recbole_lth.core import tasks
 from recbole_lth.core.paths import DENSE_TICKET, is_dense_candidate
 
 
@@ -45,9 +48,15 @@ def companion_metric(columns, metric: str | None) -> str | None:
     return None
 
 
+def at_least(metric) -> str:
+    """"≥", or "≤" for a metric where lower is better: "at least as good" in symbols."""
+    return "≤" if tasks.lower_is_better(metric) else "≥"
+
+
 def metric_label(column: str) -> str:
     name = column.removeprefix("test_")
-    known = {"recall": "Recall", "ndcg": "NDCG", "mrr": "MRR", "hit": "Hit", "precision": "Precision"}
+    known = {"recall": "Recall", "ndcg": "NDCG", "mrr": "MRR", "hit": "Hit", "precision": "Precision",
+             "auc": "AUC", "logloss": "LogLoss", "gauc": "GAUC", "rmse": "RMSE", "mae": "MAE"}
     base, _, k = name.partition("@")
     return f"test {known.get(base, base)}{'@' + k if k else ''}"
 
@@ -67,7 +76,7 @@ def is_empty(row: dict) -> bool:
 def is_winning(row: dict, dense: dict | None, metric: str | None) -> bool | None:
     if dense is None or metric is None or row.get(metric) is None or dense.get(metric) is None or is_empty(row):
         return None
-    return row[metric] >= dense[metric]
+    return tasks.at_least_as_good(row[metric], dense[metric], metric)
 
 
 def verdict_cell(row: dict, dense: dict | None, metric: str | None) -> str:

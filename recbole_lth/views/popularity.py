@@ -1,4 +1,4 @@
-"""Training interactions per user and item, and kept dimensions per popularity bucket.
+"""Training interactions per user and item (a CTR model: per feature), and kept dimensions per popularity bucket.
 
 The counts are stored once per run at prepare time (``popularity.pt``, a
 bincount of the training split: the valid/test interactions are never
@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import torch
 
-from recbole_lth.core import checkpoint, paths
+from recbole_lth.core import checkpoint, paths, tasks
 from recbole_lth.core.masking import entity_axis
 from recbole_lth.engine import builder
 
 
-def interaction_counts(train_dataset) -> dict[str, torch.Tensor]:
+def interaction_counts(train_dataset, model=None) -> dict[str, torch.Tensor]:
     """Training interactions per user id and per item id (index = RecBole's id,
-    i.e. the row of the embedding table; id 0 is RecBole's padding)."""
+    i.e. the row of the embedding table; id 0 is RecBole's padding); for a
+    context-aware model, training rows per feature, in its token table's row
+    order (each field's values at the field's offset)."""
+    if model is not None and tasks.of_model(model).name == "context":
+        return {"feature": feature_counts(train_dataset, model)}
     inter = train_dataset.inter_feat
     users = torch.as_tensor(inter[train_dataset.uid_field]).long()
     items = torch.as_tensor(inter[train_dataset.iid_field]).long()
@@ -25,9 +29,22 @@ def interaction_counts(train_dataset) -> dict[str, torch.Tensor]:
     }
 
 
-def save_popularity(run_paths: paths.RunPaths, train_dataset) -> None:
+def feature_counts(train_dataset, model) -> torch.Tensor:
+    """Training rows per feature of a context-aware model's shared token
+    table; the user and item fields are joined in as RecBole joins them for a batch."""
+    fields = tasks.token_fields(model)
+    counts = torch.zeros(sum(d for _, _, d in fields), dtype=torch.long)
+    inter = train_dataset.join(train_dataset.inter_feat)
+    for name, offset, dim in fields:
+        if name in inter.columns:
+            values = torch.as_tensor(inter[name]).long().flatten()
+            counts[offset:offset + dim] = torch.bincount(values.clamp(0, dim - 1), minlength=dim)
+    return counts
+
+
+def save_popularity(run_paths: paths.RunPaths, train_dataset, model=None) -> None:
     if not run_paths.popularity.exists():
-        checkpoint.save(run_paths.popularity, state_dict=interaction_counts(train_dataset),
+        checkpoint.save(run_paths.popularity, state_dict=interaction_counts(train_dataset, model),
                         meta={"source": "training split"})
 
 
@@ -36,7 +53,7 @@ def load_popularity(run_dir) -> dict:
     settings (same seed, same split)."""
     run_paths = paths.RunPaths(run_dir)
     if not run_paths.popularity.is_file():
-        save_popularity(run_paths, builder.rebuild(paths.read_json(run_paths.settings), run_dir)[0])
+        save_popularity(run_paths, *builder.rebuild(paths.read_json(run_paths.settings), run_dir))
     return checkpoint.load(run_paths.popularity)["state_dict"]
 
 
@@ -48,12 +65,12 @@ def embedding_size_buckets(masks: dict, counts: dict, buckets: int = 5, axes: di
     split into ``buckets`` groups of equal size; bucket 1 is the least popular.
     ``axes``: the run's stored table axes; without them the sizes decide."""
     records, notes = [], []
-    n_users, n_items = counts["user"].numel(), counts["item"].numel()
+    sizes = {side: c.numel() for side, c in counts.items()}
     for name, mask in masks.items():
         shape = tuple(mask.shape)
-        where = (axes or {}).get(name) if axes and name in axes else entity_axis(name, shape, n_users, n_items)
-        if where is None:
-            notes.append(f"`{name}` {shape}: neither side is the user or item count, skipped")
+        where = (axes or {}).get(name) if axes and name in axes else entity_axis(name, shape, sizes)
+        if where is None or where[0] not in counts:
+            notes.append(f"`{name}` {shape}: neither side is a {' or '.join(sizes)} count, skipped")
             continue
         side, axis = where
         kept = mask.sum(dim=1 - axis)[1:]  # kept dimensions per entity, padding row dropped

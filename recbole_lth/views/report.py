@@ -22,7 +22,7 @@ from recbole_lth.deploy.export import BYTE_LAYOUTS, table_export_bytes, ticket_b
 from recbole_lth.engine import builder
 from recbole_lth.sparse import costs
 from recbole_lth.views.judge import (
-    companion_metric, dense_reference, is_winning, is_zero, metric_label, relative_change, verdict_cell,
+    at_least, companion_metric, dense_reference, is_winning, is_zero, metric_label, relative_change, verdict_cell,
     verdict_metric,
 )
 from recbole_lth.engine.results import columns_of, read_results, read_settings
@@ -247,8 +247,8 @@ def write_report(run_dir, ticket: str | None = None, buckets: int = 5, model=Non
     lines += ["## Dense reference and winning tickets", ""]
     k_text = metric.removeprefix("test_") if metric else "(no test metric)"
     lines.append(
-        f"A ticket is **winning** when its test {k_text} ≥ the dense reference's (LTH-MRS: a′ ≥ a; K is the "
-        f"valid_metric's K when that is a Recall, else the largest K in the results). The papers' second "
+        f"A ticket is **winning** when its test {k_text} {at_least(metric)} the dense reference's (LTH-MRS: a′ ≥ a; "
+        f"K is the valid_metric's K when that is a Recall, else the largest K in the results). The papers' second "
         f"condition, no more epochs to the best epoch than dense (j′ ≤ j), is the column `epochs ≤ dense`."
     )
     lines.append("")

@@ -10,7 +10,8 @@ directory.  This module only reads their rows and writes views of them.
   is the paired t test (``scipy.stats.ttest_rel``): with a handful of seeds
   the intervals are wide, and the verdict says "tie" rather than guess.
 * The verdict is on :func:`judge.verdict_metric`: winning when the CI lies at
-  or above 0 (the LTH-MRS a' >= a, over seeds), losing when it lies below 0.
+  or above 0 (the LTH-MRS a' >= a, over seeds), losing when it lies below 0;
+  reversed for a metric where lower is better (LogLoss: the task protocol).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from statistics import fmean, stdev
 
 from scipy import stats
 
-from recbole_lth.core import paths
+from recbole_lth.core import paths, tasks
 from recbole_lth.core.settings import is_number
 from recbole_lth.engine.results import columns_of
 from recbole_lth.views.judge import dense_reference, is_empty, is_zero, metric_label, verdict_metric
@@ -32,7 +33,8 @@ CONFIDENCE = 0.95
 METRIC_STATS = ("mean", "std", "delta", "rel_delta", "ci_low", "ci_high", "p")
 VERDICT_TEXT = (
     "**winning** when the 95% CI of the mean paired Δ lies at or above 0, **losing** when it lies below 0, "
-    "**tie** when it contains 0"
+    "**tie** when it contains 0 (for a metric where lower is better, such as LogLoss, winning and losing swap "
+    "sides)"
 )
 
 
@@ -85,7 +87,11 @@ def paired_difference(pairs: list[tuple[float, float]]) -> dict:
     return out
 
 
-def verdict_of(ci_low, ci_high) -> str:
+def verdict_of(ci_low, ci_high, metric=None) -> str:
+    """On Δ = ticket − dense: at or above 0 wins, below 0 loses; for a metric
+    where lower is better (LogLoss, RMSE, MAE) the other way round."""
+    if tasks.lower_is_better(metric):
+        ci_low, ci_high = -ci_high, -ci_low
     if ci_low >= 0:
         return "winning"
     return "losing" if ci_high < 0 else "tie"
@@ -117,7 +123,7 @@ def _verdict(out: dict, by_seed: dict[int, dict], reference: bool, has_dense: bo
     if out["n_paired"] < 2:
         return "one seed"
     metric = out["verdict_metric"]
-    return verdict_of(out[f"{metric}_ci_low"], out[f"{metric}_ci_high"])
+    return verdict_of(out[f"{metric}_ci_low"], out[f"{metric}_ci_high"], metric)
 
 
 def summarize(seed_rows: dict[int, list[dict]], valid_metric: str | None) -> list[dict]:

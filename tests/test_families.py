@@ -1,0 +1,140 @@
+"""RecBole's model families through one task protocol: sequential and
+context-aware (CTR) models run the methods, are judged in their metric's
+direction, and are refused with one line on data or keys their task cannot use."""
+from __future__ import annotations
+
+import pytest
+
+import recbole_lth
+from recbole_lth import backbones
+from recbole_lth.api import settings_for
+from recbole_lth.core import tasks
+from recbole_lth.core.errors import ConfigError
+from recbole_lth.views import judge, summary
+from tests.conftest import sequential_settings
+
+# RecBole's CTR setting of its bundled ml-100k (threshold and load_col come from RecBole itself).
+CTR_QUICK = {"epochs": 1, "state": "ERROR", "show_progress": False, "progress": False, "embedding_size": 8,
+             "train_batch_size": 2048, "mlp_hidden_size": [16]}
+
+
+def ctr_settings(model: str, **overrides) -> dict:
+    from recbole_lth.engine import builder
+
+    known = builder.recbole_keys(model, "ml-100k")
+    return {k: v for k, v in {**CTR_QUICK, **overrides}.items() if k in known or k not in CTR_QUICK}
+
+
+# ------------------------------------------------------------------ the task
+def test_each_model_has_the_task_of_its_family():
+    assert tasks.for_model("BPR") is tasks.GENERAL
+    assert tasks.for_model("SASRec") is tasks.SEQUENTIAL and tasks.for_model("GRU4Rec") is tasks.SEQUENTIAL
+    assert tasks.for_model("DeepFM") is tasks.CONTEXT and tasks.for_model("AutoInt") is tasks.CONTEXT
+    assert tasks.for_model("NoSuchModel") is None
+    for name in ("SASRec", "BERT4Rec", "FM", "DeepFM", "AutoInt", "WideDeep", "DCN", "xDeepFM"):
+        backbones.check_model(name)  # no refusal
+    with pytest.raises(ConfigError, match="DIN: scored by AUC on sampled items"):
+        backbones.check_model("DIN")
+    with pytest.raises(ConfigError, match="context-aware"):
+        backbones.check_model("NoSuchModel")
+
+
+def test_a_task_sets_its_evaluation_below_the_user():
+    settings, _ = settings_for("DeepFM", "ml-100k", "omp", None, {"state": "ERROR"})
+    assert settings["metrics"] == ["AUC", "LogLoss"] and settings["valid_metric"] == "AUC"
+    assert settings["eval_args"]["mode"] == "labeled"
+    seq, _ = settings_for("SASRec", "ml-100k", "omp", None, {"state": "ERROR"})
+    assert seq["eval_args"]["split"] == {"LS": "valid_and_test"} and seq["train_neg_sample_args"] is None
+    assert seq["valid_metric"] == "Recall@20"
+    mine, _ = settings_for("DeepFM", "ml-100k", "omp", None, {"state": "ERROR", "valid_metric": "LogLoss"})
+    assert mine["valid_metric"] == "LogLoss"
+
+
+@pytest.mark.parametrize("model, overrides, key", [
+    ("FM", {"eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "mode": "full"}}, "eval_args"),
+    ("SASRec", {"eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "mode": "full"}}, "eval_args"),
+    ("SASRec", {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "labeled"}}, "eval_args"),
+    ("BPR", {"eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "mode": "labeled"}}, "eval_args"),
+    ("SASRec", {"train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}}, "train_neg_sample_args"),
+])
+def test_keys_of_another_task_are_refused_before_anything_runs(model, overrides, key):
+    with pytest.raises(ConfigError) as err:
+        settings_for(model, "ml-100k", "omp", None, {"state": "ERROR", **overrides})
+    assert err.value.key == key
+
+
+def test_a_ctr_model_on_data_without_labels_and_a_sequential_one_without_time_are_refused(
+        tiny_data, tiny_sequences, tmp_path):
+    data_path, dataset = tiny_data
+    common = {"data_path": data_path, "state": "ERROR", "output_root": str(tmp_path / "runs"), "epochs": 1}
+    with pytest.raises(ConfigError) as err:
+        recbole_lth.run(model="FM", dataset=dataset, method="omp", config_dict=common)
+    assert err.value.key == "LABEL_FIELD" and "threshold" in str(err.value)
+    with pytest.raises(ConfigError, match="no timestamp column"):
+        recbole_lth.run(model="SASRec", dataset=dataset, method="omp", config_dict=common)
+    with pytest.raises(ConfigError) as err:  # RecBole would load only user_id and item_id
+        recbole_lth.run(model="SASRec", dataset=tiny_sequences[1], method="omp", config_dict={
+            **common, "load_col": {"inter": ["user_id", "item_id"]}})
+    assert err.value.key == "load_col"
+    assert not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------ the direction
+def test_a_lower_logloss_wins_and_a_higher_one_loses():
+    dense = {"ticket": "dense", "sparsity": 0.0, "test_logloss": 0.40, "test_auc": 0.80}
+    better = {"ticket": "omp_0.5", "sparsity": 0.5, "test_logloss": 0.39, "test_auc": 0.79,
+              "nonzero_params": 5, "prunable_params": 10}
+    assert judge.is_winning(better, dense, "test_logloss") is True
+    assert judge.is_winning(better, dense, "test_auc") is False
+    assert judge.at_least("test_logloss") == "≤" and judge.at_least("test_auc") == "≥"
+    # Over seeds: Δ = ticket − dense; a LogLoss interval below 0 is winning, above 0 losing.
+    assert summary.verdict_of(-0.02, -0.01, "test_logloss") == "winning"
+    assert summary.verdict_of(0.01, 0.02, "test_logloss") == "losing"
+    assert summary.verdict_of(0.01, 0.02, "test_auc") == "winning"
+    seeds = {s: [dict(dense, test_logloss=0.40 + d), dict(better, test_logloss=0.38 + d)]
+             for s, d in ((1, 0.0), (2, 0.01), (3, 0.03))}
+    rows = {r["ticket"]: r for r in summary.summarize(seeds, "LogLoss")}
+    assert rows["omp_0.5"]["verdict_metric"] == "test_logloss" and rows["omp_0.5"]["verdict"] == "winning"
+
+
+# ------------------------------------------------------------------- runs
+def test_a_sequential_study_prunes_the_item_table(tiny_sequences, tmp_path):
+    data_path, dataset = tiny_sequences
+    result = recbole_lth.run(model="SASRec", dataset=dataset, method=["omp", "rp", "dsl", "snip", "pep"],
+                             config_dict=sequential_settings("SASRec", data_path=data_path, epochs=2,
+                                                             target_sparsities=[0.5],
+                                                             output_root=str(tmp_path / "runs")))
+    rows = {r["ticket"]: r for r in result.rows}
+    assert set(rows) >= {"dense", "omp_0.5", "rp_0.5", "dsl_0.5", "snip_0.5"}
+    for key in ("omp_0.5", "rp_0.5", "dsl_0.5", "snip_0.5"):
+        assert rows[key]["sparsity"] == pytest.approx(0.5, abs=1e-3)
+        assert 0 < rows[key]["test_recall@10"] <= 1
+    # prune_params: embeddings is the item table and the position table, never the transformer.
+    assert {c for c in rows["dense"] if c.startswith("sparsity[")} == {
+        "sparsity[item_embedding.weight]", "sparsity[position_embedding.weight]"}
+    axes = recbole_lth.core.paths.table_axes(result.run_dir)
+    assert axes["item_embedding.weight"] == ("item", 0) and axes["position_embedding.weight"] is None
+
+
+@pytest.mark.parametrize("model", ["GRU4Rec", "BERT4Rec"])
+def test_one_omp_ticket_on_other_sequential_models(tiny_sequences, tmp_path, model):
+    data_path, dataset = tiny_sequences
+    result = recbole_lth.run(model=model, dataset=dataset, method="omp", config_dict=sequential_settings(
+        model, data_path=data_path, target_sparsities=[0.8], output_root=str(tmp_path / "runs")))
+    ticket = next(r for r in result.rows if r["method"] == "omp")
+    assert ticket["sparsity"] == pytest.approx(0.8, abs=1e-3) and "test_ndcg@10" in ticket
+
+
+@pytest.mark.parametrize("model", ["FM", "DeepFM", "AutoInt"])
+def test_one_omp_ticket_on_a_ctr_model_reports_auc_and_logloss(tmp_path, model):
+    result = recbole_lth.run(model=model, dataset="ml-100k", method="omp", config_dict=ctr_settings(
+        model, target_sparsities=[0.8], output_root=str(tmp_path / "runs")))
+    rows = {r["ticket"]: r for r in result.rows}
+    ticket = rows["omp_0.8"]
+    assert ticket["sparsity"] == pytest.approx(0.8, abs=1e-3)
+    assert 0.5 < rows["dense"]["test_auc"] < 1 and 0 < ticket["test_logloss"] < 1
+    assert not any(c.startswith("test_recall") for c in ticket)
+    axes = recbole_lth.core.paths.table_axes(result.run_dir)
+    assert axes["token_embedding_table.embedding.weight"] == ("feature", 0)
+    report = (result.run_dir / "report.md").read_text()
+    assert "test auc ≥ the dense reference's" in report
