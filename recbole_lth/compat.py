@@ -68,6 +68,11 @@ break, is idempotent, and does nothing where the installed version is fine.
    trainer's DDP wrapper without ``device_ids`` for a CPU model.  A
    ``Config`` without ``local_rank`` takes RecBole's own path unchanged.
 
+8. RecBole's ``sine.py`` switches torch's anomaly detection on for the whole
+   process when it is imported, which ``get_model`` does for every sequential
+   model name: every later training ran under torch's debugger.  It is
+   imported once here and the detection switched back off.
+
 ``apply()`` is called on ``import recbole_lth``; it never imports
 ``recbole.quick_start`` (which drags in ray).
 """
@@ -365,6 +370,24 @@ def patch_distributed_device() -> bool:
     return True
 
 
+def patch_anomaly_detection() -> bool:
+    """(8) RecBole's SINE module calls ``torch.autograd.set_detect_anomaly(True)``
+    at import, and ``recbole.utils.get_model`` imports every sequential model:
+    from the first lookup of any model on, the whole process trains under
+    torch's debugger (a stack trace kept per op, a device sync per backward;
+    a DeepFM epoch on ml-100k took 31 s instead of ~1 s).  The module is
+    imported here once and the detection set back to what it was."""
+    import torch
+
+    before = torch.is_anomaly_enabled()
+    import recbole.model.sequential_recommender.sine  # noqa: F401  (its import switches the detection on)
+
+    if torch.is_anomaly_enabled() and not before:
+        torch.autograd.set_detect_anomaly(False)
+        return True
+    return False
+
+
 def apply() -> dict[str, bool]:
     """Apply every patch once; returns which ones changed something now."""
     if _APPLIED:
@@ -376,4 +399,5 @@ def apply() -> dict[str, bool]:
     _APPLIED["recbole_checkpoints"] = allow_recbole_checkpoints()
     _APPLIED["known_warnings"] = silence_known_warnings()
     _APPLIED["distributed_device"] = patch_distributed_device()
+    _APPLIED["anomaly_detection"] = patch_anomaly_detection()
     return dict(_APPLIED)

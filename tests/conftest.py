@@ -71,20 +71,25 @@ def tiny_data(tmp_path):
 
 @pytest.fixture
 def tiny_sequences(tmp_path):
+    """``(data_path, "tinyseq")``: :func:`write_tiny_sequences` under tmp_path."""
+    return write_tiny_sequences(tmp_path)
+
+
+def write_tiny_sequences(root):
     """Tiny time-ordered histories for sequential models (60 users, 40 items,
     12 steps each; a user walks its group's items in order, so the next item
     is learnable): ``(data_path, "tinyseq")``."""
     import random
 
     rng = random.Random(0)
-    folder = tmp_path / "data" / "tinyseq"
+    folder = root / "data" / "tinyseq"
     folder.mkdir(parents=True)
     lines = ["user_id:token\titem_id:token\ttimestamp:float"]
     for user in range(1, 61):
         base, start = (1 if user % 2 else 21), rng.randrange(20)
         lines += [f"{user}\t{base + (start + t) % 20}\t{1000 * user + t}" for t in range(12)]
     (folder / "tinyseq.inter").write_text("\n".join(lines) + "\n")
-    return str(tmp_path / "data"), "tinyseq"
+    return str(root / "data"), "tinyseq"
 
 
 # Sequential settings the tests afford: RecBole's SASRec takes minutes an epoch

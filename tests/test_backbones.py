@@ -5,16 +5,18 @@ from __future__ import annotations
 import pytest
 
 from recbole_lth import backbones
+from recbole_lth.core import tasks
 from recbole_lth.engine import builder
 
 DECLARED = list(backbones.BACKBONES)
 
 
 @pytest.fixture
-def tiny_model(tiny_data):
-    data_path, dataset = tiny_data
-
+def tiny_model(tiny_data, tiny_sequences):
     def build(model_name, **extra):
+        sequential = tasks.for_model(model_name) is tasks.SEQUENTIAL
+        data_path, dataset = tiny_sequences if sequential else tiny_data
+        extra = {"load_col": None, "train_neg_sample_args": None, **extra} if sequential else extra
         settings = {"model": model_name, "dataset": dataset, "data_path": data_path, "state": "ERROR",
                     "show_progress": False, **extra}
         config = builder.recbole_config(settings, data_path)

@@ -156,3 +156,18 @@ def test_recbole_config_takes_gloo_and_the_cpu_once_per_process(tmp_path):
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def test_looking_up_a_sequential_model_leaves_anomaly_detection_off():
+    """Compatibility patch 8: RecBole's sine.py turns torch's anomaly detection on at import."""
+    import subprocess
+    import sys
+
+    code = ("from recbole.utils import get_model; "
+            "get_model('SASRec'); get_model('SINE'); print(torch.is_anomaly_enabled())")
+    with_plugin = subprocess.run([sys.executable, "-c", "import torch, recbole_lth; " + code], capture_output=True,
+                                 text=True, timeout=120)
+    assert with_plugin.stdout.strip().splitlines()[-1] == "False", with_plugin.stderr[-1000:]
+    bare = subprocess.run([sys.executable, "-c", "import torch; " + code], capture_output=True, text=True,
+                          timeout=120)
+    assert bare.stdout.strip().splitlines()[-1] == "True"  # RecBole alone: the breakage the patch mends

@@ -11,7 +11,7 @@ from recbole_lth.api import settings_for
 from recbole_lth.core import tasks
 from recbole_lth.core.errors import ConfigError
 from recbole_lth.views import judge, summary
-from tests.conftest import sequential_settings
+from tests.conftest import sequential_settings, write_tiny_sequences
 
 # RecBole's CTR setting of its bundled ml-100k (threshold and load_col come from RecBole itself).
 CTR_QUICK = {"epochs": 1, "state": "ERROR", "show_progress": False, "progress": False, "embedding_size": 8,
@@ -138,3 +138,60 @@ def test_one_omp_ticket_on_a_ctr_model_reports_auc_and_logloss(tmp_path, model):
     assert axes["token_embedding_table.embedding.weight"] == ("feature", 0)
     report = (result.run_dir / "report.md").read_text()
     assert "test auc ≥ the dense reference's" in report
+
+
+# ------------------------------------------- baselines, export, workers, resume
+def _study(model, data, tmp_path, name, **overrides):
+    """One small study of ``model`` (SASRec: the tiny histories; a CTR model: ml-100k)."""
+    if model == "SASRec":
+        data_path, dataset = data
+        settings = sequential_settings(model, data_path=data_path, **overrides)
+    else:
+        dataset, settings = "ml-100k", ctr_settings(model, **overrides)
+    settings.update(target_sparsities=[0.5], worker_threads=1, run_dir=str(tmp_path / name))
+    return recbole_lth.run(model=model, dataset=dataset, method=["omp", "rp", "small_dense"], config_dict=settings)
+
+
+@pytest.fixture(scope="module")
+def family_runs(tmp_path_factory):
+    """Per family, the study once in this process: the reference for workers and resume."""
+    root = tmp_path_factory.mktemp("families")
+    data = write_tiny_sequences(root)
+    return {model: (data, _study(model, data, root, f"{model}-one")) for model in ("SASRec", "DeepFM")}
+
+
+@pytest.mark.parametrize("model, width_key", [("SASRec", "hidden_size"), ("DeepFM", "embedding_size")])
+def test_small_dense_shrinks_the_families_tables(family_runs, model, width_key):
+    rows = {r["ticket"]: r for r in family_runs[model][1].rows}
+    dense, small = rows["dense"], rows["small_dense_0.5"]
+    assert small["prunable_params"] < 0.6 * dense["prunable_params"]
+    assert small["sparsity"] == 0 and small["active_params"] == small["prunable_params"]
+
+
+@pytest.mark.parametrize("model", ["SASRec", "DeepFM"])
+def test_workers_and_a_resumed_run_give_the_sequential_results_bit_for_bit(family_runs, tmp_path, model):
+    from tests.test_parallel import assert_same_run
+
+    data, reference = family_runs[model]
+    parallel = _study(model, data, tmp_path, "two-workers", workers=2)
+    assert_same_run(reference.run_dir, parallel.run_dir)
+    # Resume: a run whose last ticket was deleted trains it again, to the same bits.
+    resumed = tmp_path / "resumed"
+    import shutil
+
+    shutil.copytree(reference.run_dir, resumed)
+    shutil.rmtree(resumed / "tickets" / "rp_0.5")
+    _study(model, data, tmp_path, "resumed")
+    assert_same_run(reference.run_dir, resumed)
+
+
+@pytest.mark.parametrize("model", ["SASRec", "DeepFM"])
+def test_a_compact_export_scores_the_tickets_exact_metrics(family_runs, tmp_path, model):
+    from recbole_lth.deploy import export
+    from recbole_lth.engine import results
+
+    run_dir = family_runs[model][1].run_dir
+    row = next(r for r in results.read_results(run_dir) if r["ticket"] == "omp_0.5")
+    out = export.export_ticket(run_dir, "omp_0.5", tmp_path / "t.pt")
+    evaluated = export.evaluate_compact(out, chunk_rows=7)
+    assert evaluated["metrics"] == {k.removeprefix("test_"): v for k, v in row.items() if k.startswith("test_")}

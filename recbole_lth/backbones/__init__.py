@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from recbole_lth.backbones import bpr, cdae, lightgcn, multivae, neumf, ngcf
+from recbole_lth.backbones import bpr, cdae, context, lightgcn, multivae, neumf, ngcf, sequential
 from recbole_lth.backbones.base import Backbone, generic_tables
 from recbole_lth.core import masking, tasks
 from recbole_lth.core.errors import ConfigError
@@ -22,6 +22,10 @@ _DECLARED = [
     multivae.BACKBONE,
     cdae.BACKBONE,
     ngcf.BACKBONE,
+    sequential.SASREC,
+    sequential.GRU4REC,
+    sequential.BERT4REC,
+    *context.BACKBONES,
 ]
 
 BACKBONES: dict[str, Backbone] = {b.name: b for b in _DECLARED}
