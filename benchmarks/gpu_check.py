@@ -1,8 +1,9 @@
-"""The GPU proof in one command: device tests, CPU vs device parity, costs, a yelp2018 study and its energy.
+"""The GPU proof in one command: device tests, CPU vs device parity, costs, a yelp2018 study and its
+energy, and a sequential and a CTR study.
 
 Writes ``OUT/gpu_check.md`` and the raw CSVs (``tests.csv``, ``parity.csv``,
-``costs.csv``, ``yelp2018.csv``, ``energy.csv``) and the benchmarks' printed
-output (``costs.txt``).  Five parts, each with its own time budget (seconds,
+``costs.csv``, ``yelp2018.csv``, ``energy.csv``, ``families.csv``) and the
+benchmarks' printed output (``costs.txt``).  Six parts, each with its own time budget (seconds,
 also capped by ``--budget_s`` for the whole command); a part whose budget is
 spent, or a step of it, is skipped with a line saying so, and the Markdown
 file is rewritten after every part, so a run stopped early still returns
@@ -18,7 +19,11 @@ everything measured:
     wall per ticket, to size the full Table-3 run;
 (e) ``energy_joules`` per ticket of (d) from NVML's total-energy counter
     (``nvidia-ml-py``; absent on the CPU, the report says why), sparse
-    tickets relative to dense.
+    tickets relative to dense;
+(f) the other model families on ml-100k, ``--family_epochs`` epochs per ticket:
+    SASRec at RecBole's own settings (dense, omp, rp at 0.5; Recall/NDCG@20)
+    and DeepFM as a CTR task (dense, omp, rp, dsl, pep at 0.5 and 0.8;
+    AUC/LogLoss): wall and seconds per epoch per ticket.
 
     python benchmarks/gpu_check.py --out gpu_out --device cuda --data_path .gpu/datasets
     python benchmarks/gpu_check.py --out /tmp/rehearsal --device cpu --quick   # tiny data, 1 epoch, < 1 min
@@ -53,16 +58,22 @@ from recbole_lth.engine.run import TicketHook  # noqa: E402
 PARTS = {  # name -> (section title, default budget in seconds)
     "tests": ("(a) Device tests", 70),
     "parity": ("(b) CPU vs device: BPR ml-100k, omp and rp at 0.5", 50),
-    "costs": ("(c) Epoch cost, mask overhead, compact memory", 150),
-    "yelp": ("(d) LightGCN on yelp2018: dense, omp, dsl, pep at 0.5", 190),
+    "costs": ("(c) Epoch cost, mask overhead, compact memory", 115),
+    "yelp": ("(d) LightGCN on yelp2018: dense, omp, dsl, pep at 0.5", 120),
     "energy": ("(e) Energy per ticket (NVML)", 5),
-}
+    "families": ("(f) Sequential and CTR studies on the device", 120),
+}  # 480 s in all: the device call's --budget_s
 # Parity noise: the device's kernels sum in other orders than the CPU's, so
 # two epochs of BPR drift by float rounding; a test metric further apart than
 # this is a difference, not noise.
 METRIC_NOISE = 0.005  # absolute, on test Recall@20 / NDCG@20 (a random ranking scores ~0.012 on ml-100k)
 YELP_SPLIT = {"benchmark_filename": ["train", "valid", "test"]}
 QUICK_DATASET = "gpu_check_tiny"
+# --quick's stand-ins for ml-100k's histories (SASRec takes minutes an epoch there on a CPU) and labeled rows
+QUICK_SEQUENCES, QUICK_LABELED = "gpu_check_seq", "gpu_check_ctr"
+# Part (f): the sequential study runs first and may start tickets until this
+# share of the part's budget is spent; the CTR study (more tickets, each cheaper) gets the rest.
+SEQUENTIAL_SHARE = 0.5
 
 
 class BudgetSpent(Exception):
@@ -435,17 +446,160 @@ def stub_counter(watts: float = 100.0):
     return lambda: watts * (time.perf_counter() - start)
 
 
+def _family_settings(args, root: Path, epochs: int) -> dict:
+    """A family study's settings: the parts' common ones, and in the full check
+    RecBole's own batch sizes (the families are measured at RecBole's settings)."""
+    settings = {**_study_settings(args, args.device, root, epochs), "run_dir": str(root / "run"),
+                "stopping_step": epochs}
+    if not args.quick:
+        del settings["train_batch_size"], settings["eval_batch_size"]
+    return settings
+
+
+def sequential_study(args, root: Path, epochs: int) -> tuple[str, str, list[str], dict, str]:
+    """``(model, dataset, methods, settings, what)`` of part (f)'s sequential study."""
+    settings = {**_family_settings(args, root, epochs), "target_sparsities": [0.5]}
+    if args.quick:
+        # RecBole's default load_col keeps user_id and item_id only: None loads the timestamp too.
+        # Small layers and few steps: on a busy CPU, SASRec's default layers took 20 s a tiny epoch.
+        settings.update(load_col=None, MAX_ITEM_LIST_LENGTH=8, hidden_size=16, inner_size=32, n_layers=1,
+                        train_batch_size=128)
+        return "SASRec", QUICK_SEQUENCES, ["dense", "omp", "rp"], settings, \
+            "tiny synthetic histories; MAX_ITEM_LIST_LENGTH 8, hidden_size 16, 1 layer"
+    return "SASRec", "ml-100k", ["dense", "omp", "rp"], settings, \
+        "RecBole's defaults: MAX_ITEM_LIST_LENGTH 50, hidden_size 64, 2 layers, 2 heads, loss CE"
+
+
+def ctr_study(args, root: Path, epochs: int) -> tuple[str, str, list[str], dict, str]:
+    """``(model, dataset, methods, settings, what)`` of part (f)'s CTR study."""
+    # PEP's ramp (20 epochs by default) must reach 0.8 within its search, whose limit is epochs.
+    settings = {**_family_settings(args, root, epochs), "target_sparsities": [0.5, 0.8],
+                "pep_schedule_epochs": max(0.5, epochs / 2)}
+    methods = ["dense", "omp", "rp", "dsl", "pep"]
+    if args.quick:
+        settings.update(load_col=None, LABEL_FIELD="label", embedding_size=8, mlp_hidden_size=[16],
+                        learning_rate=0.01)  # one tiny epoch that learns something (AUC above chance)
+        return "DeepFM", QUICK_LABELED, methods, settings, \
+            "tiny synthetic 0/1 labels, embedding_size 8, one hidden layer of 16"
+    settings["embedding_size"] = 64  # the PEP paper's
+    return "DeepFM", "ml-100k", methods, settings, \
+        "RecBole's CTR setting of ml-100k (label: rating ≥ 4, user and item features), embedding_size 64"
+
+
+FAMILY_COLUMNS = {  # model -> the columns of its table
+    "SASRec": ["ticket", "method", "sparsity", "epochs_trained", "train_seconds", "seconds/epoch",
+               "test_recall@20", "test_ndcg@20", "note"],
+    "DeepFM": ["ticket", "method", "sparsity", "epochs_trained", "train_seconds", "seconds/epoch",
+               "search_seconds", "test_auc", "test_logloss", "note"],
+}
+
+
+def _family_rows(run_dir: Path) -> list[dict]:
+    """A study's rows with ``seconds/epoch`` (train_seconds counts each epoch's validation too)."""
+    try:
+        rows = read_results(run_dir)
+    except FileNotFoundError:
+        return []
+    for row in rows:
+        trained = row.get("epochs_trained")
+        row["seconds/epoch"] = round(row["train_seconds"] / trained, 3) if trained else None
+    return rows
+
+
+def run_family(study, device: str, deadline: float, budget_note: str) -> tuple[list[dict], list[str]]:
+    """One study of part (f) until ``deadline``: its rows and its Markdown lines."""
+    import recbole_lth
+
+    model, dataset, methods, settings, what = study
+    epochs, targets = settings["epochs"], settings["target_sparsities"]
+    stopped = ""
+    t0 = time.perf_counter()
+    try:
+        with contextlib.chdir(Path(settings["output_root"])):
+            recbole_lth.run(model=model, dataset=dataset, method=methods, config_dict=settings,
+                            hooks=(Deadline(deadline),))
+    except BudgetSpent:
+        stopped = f"skipped: the tickets not listed ({budget_note} was spent)"
+    except Exception as err:  # a broken family must not cost the other its figures
+        import traceback
+
+        stopped = "\n".join([f"failed: {type(err).__name__}: {err}", "", "```", traceback.format_exc()[-3000:],
+                             "```"])
+    wall = time.perf_counter() - t0
+    rows = _family_rows(Path(settings["run_dir"]))
+    dense = [r["seconds/epoch"] for r in rows if r["ticket"] == paths.DENSE_TICKET and r["seconds/epoch"]]
+    sparse = [r["seconds/epoch"] for r in rows if r["ticket"] != paths.DENSE_TICKET and r["seconds/epoch"]]
+    per_epoch = "; ".join(f"{name} {_span(values)}" for name, values in (("dense", dense), ("the others", sparse))
+                          if values)
+    lines = [f"{model} on {dataset} ({what}); {', '.join(methods)} at {', '.join(map(str, targets))}; "
+             f"{epochs} epoch(s) per ticket, device {device}: {len(rows)} rows in {wall:.1f} s. "
+             f"Seconds per epoch (validation included): {per_epoch or 'none measured'}.", ""]
+    lines += table(rows, FAMILY_COLUMNS[model])
+    return rows, lines + (["", stopped] if stopped else [])
+
+
+def _span(values: list[float]) -> str:
+    low, high = min(values), max(values)
+    return f"{low:.2f}" if high == low else f"{low:.2f}–{high:.2f}"
+
+
+def anomaly_detection_off() -> str:
+    """Imports RecBole's sequential models, then turns torch's anomaly detection off: their package's
+    sine.py turns it on for the whole process at import, and it costs a stack trace per op and a NaN
+    check (a device sync) per backward op, so the studies would time the debugger, not the models."""
+    import recbole.model.sequential_recommender  # noqa: F401
+
+    was_on = torch.is_anomaly_enabled()
+    torch.autograd.set_detect_anomaly(False)
+    return "turned off (RecBole's sine.py had turned it on at import)" if was_on else "off"
+
+
+def part_families(args, report: Report, budget: float) -> list[str]:
+    """(f): a sequential and a CTR study, each with its share of the part's budget."""
+    epochs = 1 if args.quick else args.family_epochs
+    anomaly = anomaly_detection_off()
+    started = time.perf_counter()
+    rows, lines = [], []
+    for study, share in ((sequential_study, SEQUENTIAL_SHARE), (ctr_study, 1.0)):
+        root = Path(tempfile.mkdtemp(prefix=f"gpu-check-{study.__name__}-", dir=report.out / "work"))
+        seconds = share * budget
+        found, text = run_family(study(args, root, epochs), args.device, started + seconds,
+                                 f"{'the part' if share == 1.0 else 'its share of the part'}'s budget, {seconds:.0f} s")
+        rows += found
+        lines += text + [""]
+        report.csv("families.csv", rows)  # after each study, so a stopped run keeps the first
+    return ["Raw: families.csv (wall per ticket: train_seconds; seconds/epoch = train_seconds / epochs_trained). "
+            f"torch's anomaly detection: {anomaly}.", ""] + lines[:-1]
+
+
 # ------------------------------------------------------------------ data, main
 def write_quick_data(data_path: Path) -> None:
-    """A tiny RecBole dataset (60 users in two taste groups over 40 items)."""
-    folder = data_path / QUICK_DATASET
-    folder.mkdir(parents=True, exist_ok=True)
+    """Tiny RecBole datasets, 60-80 users in two taste groups over 40 items:
+    interactions; time-ordered histories (a user walks its group's items in
+    order, so the next item is learnable); 0/1 labels (1 mostly within the group)."""
     rng = random.Random(1)
     lines = ["user_id:token\titem_id:token"]
     for user in range(60):
         half = 20 * (user % 2)
         lines += [f"u{user}\ti{half + item}" for item in sorted(rng.sample(range(20), 12))]
-    (folder / f"{QUICK_DATASET}.inter").write_text("\n".join(lines) + "\n")
+    _write_inter(data_path, QUICK_DATASET, lines)
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    for user in range(60):
+        half, start = 20 * (user % 2), rng.randrange(20)
+        lines += [f"u{user}\ti{half + (start + t) % 20}\t{1000 * user + t}" for t in range(12)]
+    _write_inter(data_path, QUICK_SEQUENCES, lines)
+    lines = ["user_id:token\titem_id:token\tslot:token\tlabel:float"]
+    for user in range(80):
+        for item in rng.sample(range(40), 15):
+            liked = (user % 2 == item % 2) != (rng.random() < 0.1)  # 10% of labels flipped
+            lines.append(f"u{user}\ti{item}\ts{rng.randrange(4)}\t{int(liked)}")
+    _write_inter(data_path, QUICK_LABELED, lines)
+
+
+def _write_inter(data_path: Path, dataset: str, lines: list[str]) -> None:
+    folder = data_path / dataset
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{dataset}.inter").write_text("\n".join(lines) + "\n")
 
 
 def parse_args(argv=None):
@@ -459,6 +613,7 @@ def parse_args(argv=None):
                         help="folder holding yelp2018/ (default: ../shared/datasets; --quick: OUT/data)")
     parser.add_argument("--cost_dataset", default="yelp2018", help="dataset of part (c)")
     parser.add_argument("--yelp_epochs", type=int, default=3, help="epochs per ticket in part (d)")
+    parser.add_argument("--family_epochs", type=int, default=3, help="epochs per ticket in part (f)")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     for name, (_, seconds) in PARTS.items():
         parser.add_argument(f"--budget_{name}", type=float, default=seconds, help=f"seconds for part {name}")
@@ -517,8 +672,10 @@ def main(argv=None) -> Path:
                 lines = part_parity(args, report, budget)
             elif name == "costs":
                 lines = part_costs(args, report, budget)
-            else:
+            elif name == "yelp":
                 lines = part_yelp(args, report, budget, counter, counter_note)
+            else:
+                lines = part_families(args, report, budget)
         except Exception as err:  # a broken part must not cost the others their figures
             import traceback
 

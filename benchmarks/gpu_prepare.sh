@@ -9,7 +9,8 @@
 #   pandas, scipy, scikit-learn, tensorboard, nvidia-ml-py, pytest ... are there)
 #   lacks: recbole 1.2.1 (ml-100k ships inside it), colorlog, texttable, thop,
 #   and the plugin itself.
-# .gpu/datasets/yelp2018/: the benchmark split the check's parts (c) and (d) read.
+# .gpu/datasets/yelp2018/: the benchmark split the check's parts (c) and (d) read
+#   (parts (b) and (f) read the ml-100k inside recbole's wheel).
 # Run it from the checkout the device tool sends (the session's own).
 set -euo pipefail
 
@@ -43,6 +44,8 @@ if [ "$total" -ge "$LIMIT" ]; then
   exit 1
 fi
 
+# The copy brings back gpu_check.md, costs.txt and every part's CSV (tests, parity, costs, yelp2018,
+# energy, families) through /tmp/gc/*.csv; the log is tee'd to $OUT directly.
 COMMAND='python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl && export PYTHONPATH=/tmp/site || exit; nvidia-smi -L; set -o pipefail; PYTHONUNBUFFERED=1 timeout 540 python3 benchmarks/gpu_check.py --out /tmp/gc --device cuda --data_path .gpu/datasets --budget_s 480 2>&1 | tee $OUT/gpu_check.log; cp /tmp/gc/gpu_check.md /tmp/gc/*.csv /tmp/gc/costs.txt $OUT/'
 if [ ${#COMMAND} -ge 2000 ]; then
   echo "the command is ${#COMMAND} characters: over the tool's 2,000" >&2

@@ -39,7 +39,7 @@ def test_quick_cpu_rehearsal_fills_every_section_within_a_minute(tmp_path):
     assert time.perf_counter() - started < 60
     sections = _sections((out / "gpu_check.md").read_text())
     assert list(sections) == TITLES
-    tests, parity, costs, yelp, energy = sections.values()
+    tests, parity, costs, yelp, energy, families = sections.values()
     assert "2 passed, 0 failed, 0 error, 2 skipped" in tests  # the cpu cases of the compact lookups; cuda skipped
     assert "Stored ticket masks: identical" in parity
     parity_rows = {r["ticket"]: r for r in _rows(out / "parity.csv")}
@@ -61,6 +61,24 @@ def test_quick_cpu_rehearsal_fills_every_section_within_a_minute(tmp_path):
     energy_rows = _rows(out / "energy.csv")
     assert [r["ticket"] for r in energy_rows] == [r["ticket"] for r in yelp_rows]
     assert float(energy_rows[0]["energy_joules/dense"]) == 1.0
+    # (f): a sequential and a CTR study, each with all its tickets, trained and pruned to their targets.
+    family_rows = _rows(out / "families.csv")
+    sasrec = {r["ticket"]: r for r in family_rows if r["model"] == "SASRec"}
+    deepfm = {r["ticket"]: r for r in family_rows if r["model"] == "DeepFM"}
+    assert set(sasrec) == {"dense", "omp_0.5", "rp_0.5"}
+    assert set(deepfm) == {"dense"} | {f"{m}_{t}" for m in ("omp", "rp", "dsl", "pep") for t in (0.5, 0.8)}
+    for key in ("omp_0.5", "rp_0.5"):
+        assert float(sasrec[key]["sparsity"]) == pytest.approx(0.5, abs=1e-3)
+    assert all(0 < float(r["test_recall@20"]) <= 1 and float(r["train_seconds"]) > 0 for r in sasrec.values())
+    for key, row in deepfm.items():
+        target = 0.0 if key == "dense" else float(key.rpartition("_")[2])
+        assert float(row["sparsity"]) == pytest.approx(target, abs=1e-3), key
+        assert 0 < float(row["test_auc"]) < 1 and 0 < float(row["test_logloss"]) < 5, key
+        assert float(row["seconds/epoch"]) > 0 and not any(c.startswith("test_recall") and row[c] for c in row)
+    assert "SASRec on gpu_check_seq" in families and "DeepFM on gpu_check_ctr" in families
+    assert "| omp_0.5 | omp | 0.5 |" in families and "| pep_0.8 | pep |" in families
+    assert "skipped" not in families and "failed" not in families
+    assert "anomaly detection: turned off" in families  # else the studies time torch's debugger
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is there")
@@ -74,11 +92,21 @@ def test_cuda_asked_without_cuda_skips_every_part_saying_so(tmp_path):
 
 def test_a_spent_budget_skips_each_part_with_a_line(tmp_path):
     md = gpu_check.main(["--out", str(tmp_path), "--device", "cpu", "--quick", "--budget_s", "0.5",
-                         "--parts", "tests,parity,costs,yelp"]).read_text()
+                         "--parts", "tests,parity,costs,yelp,families"]).read_text()
     sections = _sections(md)
     assert list(sections) == TITLES
     for body in sections.values():
         assert body.strip().startswith("skipped: the check's budget (0.5 s)"), body
+
+
+def test_a_family_study_past_its_deadline_stops_before_its_first_ticket_saying_so(tmp_path):
+    args = gpu_check.parse_args(["--out", str(tmp_path), "--device", "cpu", "--quick"])
+    args.data_path = str(tmp_path / "data")
+    gpu_check.write_quick_data(tmp_path / "data")
+    study = gpu_check.sequential_study(args, tmp_path, 1)
+    rows, lines = gpu_check.run_family(study, "cpu", time.perf_counter() - 1, "its share, 1 s,")
+    assert rows == []
+    assert "(no rows)" in lines and lines[-1] == "skipped: the tickets not listed (its share, 1 s, was spent)"
 
 
 def test_deadline_stops_a_study_before_the_next_ticket():
