@@ -543,21 +543,18 @@ def _span(values: list[float]) -> str:
     return f"{low:.2f}" if high == low else f"{low:.2f}–{high:.2f}"
 
 
-def anomaly_detection_off() -> str:
-    """Imports RecBole's sequential models, then turns torch's anomaly detection off: their package's
-    sine.py turns it on for the whole process at import, and it costs a stack trace per op and a NaN
-    check (a device sync) per backward op, so the studies would time the debugger, not the models."""
+def anomaly_detection() -> str:
+    """Whether torch's anomaly detection is on: RecBole's sine.py switches it on at import
+    (recbole_lth.compat patch 8 switches it back off), and the studies would then time the debugger."""
     import recbole.model.sequential_recommender  # noqa: F401
 
-    was_on = torch.is_anomaly_enabled()
-    torch.autograd.set_detect_anomaly(False)
-    return "turned off (RecBole's sine.py had turned it on at import)" if was_on else "off"
+    return "ON (the studies time torch's debugger)" if torch.is_anomaly_enabled() else "off"
 
 
 def part_families(args, report: Report, budget: float) -> list[str]:
     """(f): a sequential and a CTR study, each with its share of the part's budget."""
     epochs = 1 if args.quick else args.family_epochs
-    anomaly = anomaly_detection_off()
+    anomaly = anomaly_detection()
     started = time.perf_counter()
     rows, lines = [], []
     for study, share in ((sequential_study, SEQUENTIAL_SHARE), (ctr_study, 1.0)):

@@ -68,6 +68,11 @@ break, is idempotent, and does nothing where the installed version is fine.
    trainer's DDP wrapper without ``device_ids`` for a CPU model.  A
    ``Config`` without ``local_rank`` takes RecBole's own path unchanged.
 
+9. RecBole 1.2.1 declares ``use_gpu`` but never reads it: ``_init_device``
+   picks CUDA whenever ``gpu_id`` (default "0") is set and a GPU exists, so
+   ``--use_gpu=False`` trained on the GPU anyway (found by the GPU check's
+   CPU cases on the H200).  ``use_gpu: False`` now gives the CPU.
+
 8. RecBole's ``sine.py`` switches torch's anomaly detection on for the whole
    process when it is imported, which ``get_model`` does for every sequential
    model name: every later training ran under torch's debugger.  It is
@@ -316,7 +321,12 @@ def _distributed_init_device(original):
     def _init_device(self):
         values = self.final_config_dict
         if "local_rank" not in values:
-            return original(self)
+            original(self)
+            if values.get("use_gpu") is False:  # (9) RecBole reads only gpu_id (default "0")
+                import torch
+
+                values["device"] = torch.device("cpu")
+            return None
         import os
 
         import torch

@@ -171,3 +171,14 @@ def test_looking_up_a_sequential_model_leaves_anomaly_detection_off():
     bare = subprocess.run([sys.executable, "-c", "import torch; " + code], capture_output=True, text=True,
                           timeout=120)
     assert bare.stdout.strip().splitlines()[-1] == "True"  # RecBole alone: the breakage the patch mends
+
+
+def test_use_gpu_false_gives_the_cpu_whatever_gpu_id_says(monkeypatch, tmp_path):
+    """Compatibility patch 9: RecBole 1.2.1 never reads use_gpu (found on the GPU machine)."""
+    import torch
+    from recbole.config import Config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
+    keys = {"gpu_id": "0", "checkpoint_dir": str(tmp_path), "state": "ERROR"}
+    assert Config(model="BPR", dataset="ml-100k", config_dict={**keys, "use_gpu": False})["device"].type == "cpu"
+    assert Config(model="BPR", dataset="ml-100k", config_dict=keys)["device"].type == "cuda"

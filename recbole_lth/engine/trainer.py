@@ -27,6 +27,9 @@ from recbole_lth.engine.evaluation import FullSortEvaluation
 
 
 FUSABLE_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.Adagrad)
+# torch has no CUDA kernel for a fused Adagrad; its constructor accepts fused=True
+# there and the first step raises (found on the H200).
+CPU_ONLY_FUSED = (torch.optim.Adagrad,)
 
 
 def fused(optimizer, enabled: bool = True):
@@ -38,6 +41,9 @@ def fused(optimizer, enabled: bool = True):
     element), which made a masked BPR step twice a dense one.
     """
     if type(optimizer) not in FUSABLE_OPTIMIZERS or not enabled:
+        return optimizer
+    devices = {p.device.type for group in optimizer.param_groups for p in group["params"]}
+    if type(optimizer) in CPU_ONLY_FUSED and devices != {"cpu"}:
         return optimizer
     try:
         return type(optimizer)([dict(group, fused=True, foreach=None) for group in optimizer.param_groups])
