@@ -8,7 +8,8 @@ from recbole_lth.cli import main
     "args, key, allowed",
     [
         (["--method=lottery"], "method", "dense, imp, wr, eb, omp, rp, dsl, pep, snip"),
-        (["--model=SASRec"], "model", "a RecBole general recommender: BPR, LightGCN, NeuMF, MultiVAE, CDAE, NGCF (declared)"),
+        (["--model=DIN"], "model", "a RecBole sequential recommender: BERT4Rec"),
+        (["--model=NoSuchModel"], "model", "a RecBole context-aware (CTR) recommender: AFM, AutoInt"),
         (["--dataset=nope", "--data_path=."], "dataset", "nothing is downloaded"),
         (["--target_sparsity=1.0"], "target_sparsity", "[0, 1)"),
         (["--target_sparsity=-0.1"], "target_sparsity", "[0, 1)"),
