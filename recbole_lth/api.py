@@ -108,17 +108,29 @@ def default_run_dir(settings: dict) -> Path:
     return _identity_dir(settings)
 
 
+def _refuse_orphaned_tickets(run_paths: paths.RunPaths, missing: Path, what: str) -> None:
+    """Finished tickets whose run directory lost ``missing`` cannot be matched
+    to these settings or data: reusing them would report another run's metrics."""
+    if run_paths.stored_tickets():
+        raise ConfigError(
+            "run_dir", str(run_paths.root),
+            f"a new folder, or this one with its {missing.name} restored: it holds finished tickets but no "
+            f"{missing.name}, so nothing says which {what} trained them (they are left untouched)",
+        )
+
+
 def _check_run_dir(run_paths: paths.RunPaths, settings: dict) -> None:
     """A run directory resumes only the run it was started with."""
     if not run_paths.settings.exists():
+        _refuse_orphaned_tickets(run_paths, run_paths.settings, "settings")
         return
     try:
         stored = paths.read_json(run_paths.settings)
     except ValueError as err:
         raise ConfigError(
             "run_dir", str(run_paths.root),
-            f"a folder whose settings.json can be read (it is damaged: {err}); delete that file to run these "
-            f"settings in it (finished tickets are only reused if the settings are the same), or use a new run_dir",
+            f"a folder whose settings.json can be read (it is damaged: {err}); restore it, or use a new run_dir "
+            f"(the finished tickets there are left untouched)",
         ) from err
     differing = differing_keys(stored, settings, plugin_defaults(settings))
     if differing:
@@ -132,6 +144,7 @@ def _check_run_dir(run_paths: paths.RunPaths, settings: dict) -> None:
 def _check_data(run_paths: paths.RunPaths, fingerprint: dict) -> None:
     """A run directory resumes only on the data it was started with."""
     if not run_paths.data_fingerprint.exists():
+        _refuse_orphaned_tickets(run_paths, run_paths.data_fingerprint, "data")
         return
     stored = paths.read_json(run_paths.data_fingerprint)
     # Where the files live may change (data_path is a volatile key); what they hold may not.

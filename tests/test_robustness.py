@@ -236,12 +236,27 @@ def test_damaged_files_name_the_file_and_the_fix(tmp_path, capsys, damage):
     expected = {  # exit status, the file named, the fix
         "ticket.pt": (1, str(run_dir / "tickets" / "dense"), "delete that folder and re-run"),
         "result.json": (1, str(run_dir / "tickets" / "dense"), "delete that folder and re-run"),
-        "settings.json": (2, f"{run_dir}': allowed values are a folder whose settings.json can be read", "delete that file"),
+        "settings.json": (2, f"{run_dir}': allowed values are a folder whose settings.json can be read", "restore it"),
         "init_state.pt": (1, str(run_dir / "init_state.pt"), "in a new run_dir"),
     }[damage]
     assert len(err) == 1 and status == expected[0], err
     assert expected[1] in err[0] and expected[2] in err[0], err[0]
     assert (run_dir / "tickets" / "omp_0.5" / "result.json").exists()  # nothing finished is lost
+
+
+@pytest.mark.parametrize("lost", ["settings.json", "data.json"])
+def test_a_run_directory_that_lost_its_settings_or_data_file_never_reuses_its_tickets(tmp_path, capsys, lost):
+    """Issue 35, items 1 and 2: without settings.json (data.json) the finished tickets cannot be matched to the
+    new command's settings (data); they were reused, and results.csv held another run's metrics."""
+    run_dir = tmp_path / "run"
+    args = ["--method=omp", "--target_sparsities=[0.5]", f"--run_dir={run_dir}"]
+    assert _cli(capsys, *args)[0] == 0
+    before = (run_dir / "results.csv").read_text()
+    (run_dir / lost).unlink()
+    other = ["--learning_rate=0.01"] if lost == "settings.json" else []  # data.json: the same command on other data
+    status, err = _cli(capsys, *args, *other)
+    assert status == 2 and len(err) == 1 and f"its {lost} restored" in err[0], err
+    assert (run_dir / "results.csv").read_text() == before and not (run_dir / lost).exists()
 
 
 # 10 ---------------------------------------------------------------- smaller

@@ -381,7 +381,9 @@ def declared_defaults(method, method_files: Callable[[str], list[str]] | None = 
     """The plugin layers' values with no user input: ``overall.yaml``, the
     task file of ``model`` and the properties files of ``method`` (a name or
     a study's list), merged."""
-    return merge_settings(model=model, method=method, config_files=[], config_dict={}, method_files=method_files)
+    defaults = merge_settings(model=model, method=method, config_files=[], config_dict={}, method_files=method_files)
+    defaults.pop("model", None)  # it chose the task's layer; it is an identity key, never a default
+    return defaults
 
 
 def _same(a, b) -> bool:
