@@ -363,6 +363,8 @@ def run(model=None, dataset=None, method=None, config_files=None, config_dict=No
     with torch_threads(None if study.parallel else study.settings.get("worker_threads")):
         if study.root is None and not study.parallel:  # one run in this process, as always
             with session(model, dataset, method, config_files, config_dict) as prepared:
+                for notice in study.notices:
+                    logger.warning(notice)
                 _plan_all(prepared, hooks)
                 return _finish(prepared)
         return _run_study(study, hooks)
@@ -441,8 +443,12 @@ def default_study_dir(settings: dict) -> Path:
 def plan_study(model=None, dataset=None, method=None, config_files=None, config_dict=None, hooks=()) -> Study:
     """The runs a command makes (one per seed) and how they are spread; every
     check that needs no data."""
-    settings, _ = settings_for(model, dataset, method, config_files, config_dict)
+    settings, views = settings_for(model, dataset, method, config_files, config_dict)
     notices = tuple(parallel.check(settings, hooks))
+    tickets = methods.planned_tickets(views) * len(settings.get("seeds") or [None])
+    if settings["workers"] > max(1, tickets):  # an idle worker only costs an interpreter (issue 35)
+        notices += (f"workers={settings['workers']} for {tickets} ticket(s): {max(1, tickets)} worker(s) start",)
+        settings = {**settings, "workers": max(1, tickets)}
     if settings["executor"] == "ray":
         parallel.check_ray_address(settings.get("ray_address"))
     seeds = settings.get("seeds")

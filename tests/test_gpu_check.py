@@ -30,13 +30,12 @@ def _rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_quick_cpu_rehearsal_fills_every_section_within_a_minute(tmp_path):
+def test_quick_cpu_rehearsal_fills_every_section(tmp_path):
+    # No wall-time assertion: on a loaded CI machine the same rehearsal took 41-75 s (issue 35).
     out = tmp_path / "check"
-    started = time.perf_counter()
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--out", str(out),
-                           "--device", "cpu", "--quick"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                           "--device", "cpu", "--quick"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert time.perf_counter() - started < 60
     sections = _sections((out / "gpu_check.md").read_text())
     assert list(sections) == TITLES
     tests, parity, costs, yelp, energy, families = sections.values()

@@ -259,6 +259,19 @@ def test_a_run_directory_that_lost_its_settings_or_data_file_never_reuses_its_ti
     assert (run_dir / "results.csv").read_text() == before and not (run_dir / lost).exists()
 
 
+def test_workers_beyond_the_machine_are_refused_and_beyond_the_tickets_capped(tmp_path, capsys, trained_keys):
+    """Issue 35, item 7: --workers=1000000 started an interpreter per worker until memory ran out."""
+    import os
+
+    status, err = _cli(capsys, "--method=dense", "--workers=1000000", f"--run_dir={tmp_path / 'huge'}")
+    assert status == 2 and len(err) == 1 and "invalid workers=1000000" in err[0], err
+    assert f"up to {4 * (os.cpu_count() or 1)}" in err[0] and not (tmp_path / "huge").exists()
+    # One ticket and two workers: it trains here, once, with a line saying why.
+    status, _ = _cli(capsys, "--method=dense", "--workers=2", f"--run_dir={tmp_path / 'one'}")
+    assert status == 0 and trained_keys == ["dense"]
+    assert "workers=2 for 1 ticket(s): 1 worker(s) start" in (tmp_path / "one" / "run.log").read_text()
+
+
 # 10 ---------------------------------------------------------------- smaller
 def test_use_gpu_without_a_gpu_says_so(tmp_path, capsys):
     if torch.cuda.is_available():

@@ -144,6 +144,11 @@ def gpu_ids(settings: dict) -> list[str]:
     return ids or [str(i) for i in range(torch.cuda.device_count())]
 
 
+# Above this many local workers per core a study only thrashes (a million were
+# once asked for: hundreds of interpreters, memory exhausted; issue 35).
+WORKERS_PER_CORE = 4
+
+
 def check(settings: dict, hooks: tuple = ()) -> list[str]:
     """How ``workers``, ``executor``, ``nproc`` and ``tune`` combine; returns
     warnings for the run's log."""
@@ -161,6 +166,10 @@ def check(settings: dict, hooks: tuple = ()) -> list[str]:
     if executor == "local" and gpus and workers > len(gpus):
         raise ConfigError("workers", workers, f"at most {len(gpus)}, one worker per GPU of gpu_id")
     cores = os.cpu_count() or 1
+    if executor == "local" and workers > WORKERS_PER_CORE * cores:
+        raise ConfigError("workers", workers, f"a whole number up to {WORKERS_PER_CORE * cores} ({WORKERS_PER_CORE} "
+                                              f"per core of this machine's {cores}): each worker is an interpreter "
+                                              f"holding torch, the data and a model")
     if executor == "local" and not gpus and workers > cores:
         notices.append(f"workers={workers} is above this machine's {cores} cores: tickets will share cores")
     return notices
