@@ -15,7 +15,7 @@ from tests.conftest import sequential_settings, write_tiny_sequences
 
 # RecBole's CTR setting of its bundled ml-100k (threshold and load_col come from RecBole itself).
 CTR_QUICK = {"epochs": 1, "state": "ERROR", "show_progress": False, "progress": False, "embedding_size": 8,
-             "train_batch_size": 2048, "mlp_hidden_size": [16]}
+             "train_batch_size": 2048, "mlp_hidden_size": [16], "attention_size": 8, "n_layers": 1, "num_heads": 1}
 
 
 def ctr_settings(model: str, **overrides) -> dict:
@@ -199,3 +199,19 @@ def test_a_compact_export_scores_the_tickets_exact_metrics(family_runs, tmp_path
     out = export.export_ticket(run_dir, "omp_0.5", tmp_path / "t.pt")
     evaluated = export.evaluate_compact(out, chunk_rows=7)
     assert evaluated["metrics"] == {k.removeprefix("test_"): v for k, v in row.items() if k.startswith("test_")}
+
+
+def test_a_ctr_report_buckets_each_fields_features_by_their_training_rows(family_runs):
+    from recbole_lth.views.popularity import load_popularity
+
+    run_dir = family_runs["DeepFM"][1].run_dir
+    counts = load_popularity(run_dir)
+    fields = {k.removeprefix("field:"): v for k, v in counts.items() if k.startswith("field:")}
+    assert {"user_id", "item_id", "age", "gender", "occupation"} <= set(fields)
+    def rows_counted(field):  # every training row holds one value of each field (its padding row excluded)
+        offset, dim = (int(x) for x in fields[field])
+        return int(counts["feature"][offset + 1:offset + dim].sum())
+
+    assert rows_counted("gender") == rows_counted("item_id") == rows_counted("occupation") > 50_000
+    report = (run_dir / "report.md").read_text()
+    assert "| `token_embedding_table.embedding.weight` | occupation | 1 |" in report

@@ -54,11 +54,12 @@ def plot_curves(path, series: list[tuple], baselines: list[tuple], metrics: list
 
 def plot_embedding_sizes(path, records: list[dict], title: str) -> Path:
     plt = _pyplot()
-    sides = [s for s in ("user", "item") if any(r["side"] == s for r in records)] or ["item"]
+    # user, item, or a CTR table's fields, one panel each
+    sides = list(dict.fromkeys(r["side"] for r in records)) or ["item"]
     fig, axes = plt.subplots(1, len(sides), figsize=(6.2 * len(sides), 4.4), squeeze=False)
     for ax, side in zip(axes[0], sides):
         for name in dict.fromkeys(r["tensor"] for r in records if r["side"] == side):
-            mine = [r for r in records if r["tensor"] == name]
+            mine = [r for r in records if r["tensor"] == name and r["side"] == side]
             ax.plot([r["bucket"] for r in mine], [r["kept_fraction"] for r in mine], marker="o",
                     label=f"{name} (width {mine[0]['width']})")
         ax.set_xticks(sorted({r["bucket"] for r in records if r["side"] == side}))

@@ -192,13 +192,13 @@ def _embedding_section(run_dir: Path, rows: list[dict], ticket: str | None, buck
     lines += [
         f"Ticket `{ticket}` (sparsity {fmt(sparsity)}). Kept dimensions = entries of the row (or column) the "
         f"mask keeps. Popularity = interactions in the **training split** (`{run_paths.popularity.name}`); users and "
-        f"items (padding id 0 excluded) are sorted by it and split into {buckets} equal-size buckets, "
-        f"bucket 1 the least popular.",
+        f"items (padding id 0 excluded), or a CTR table's features field by field, are sorted by it and split into "
+        f"{buckets} equal-size buckets, bucket 1 the least popular.",
         "",
     ]
     lines += [f"- {n}" for n in notes] + ([""] if notes else [])
     if not records:
-        return lines + ["No user or item table among the prunable tensors.", ""]
+        return lines + ["No user, item or feature table among the prunable tensors.", ""]
     lines.append(md_table(
         ["tensor", "side", "bucket", "training interactions", "entities", "mean kept dims", "of width", "kept fraction"],
         [[f"`{r['tensor']}`", r["side"], r["bucket"], f"{r['min_inter']}–{r['max_inter']}", r["entities"],
