@@ -4,6 +4,7 @@ direction, and are refused with one line on data or keys their task cannot use."
 from __future__ import annotations
 
 import pytest
+import torch
 
 import recbole_lth
 from recbole_lth import backbones
@@ -215,3 +216,23 @@ def test_a_ctr_report_buckets_each_fields_features_by_their_training_rows(family
     assert rows_counted("gender") == rows_counted("item_id") == rows_counted("occupation") > 50_000
     report = (run_dir / "report.md").read_text()
     assert "| `token_embedding_table.embedding.weight` | occupation | 1 |" in report
+
+
+@pytest.mark.parametrize("model", ["SASRec", "DeepFM"])
+def test_score_distillation_trains_a_family_ticket_against_its_dense_teacher(tmp_path, tiny_sequences, model):
+    from recbole_lth.core import checkpoint
+
+    if model == "SASRec":
+        dataset, settings = tiny_sequences[1], sequential_settings(model, data_path=tiny_sequences[0])
+    else:
+        dataset, settings = "ml-100k", ctr_settings(model)
+    settings.update(target_sparsities=[0.5], kd_type="score", output_root=str(tmp_path / "runs"))
+    result = recbole_lth.run(model=model, dataset=dataset, method=["omp", "omp_kd"], config_dict=settings)
+    rows = {r["ticket"]: r for r in result.rows}
+    assert rows["omp_kd_0.5"]["kd_weight"] == 1.0 and rows["omp_kd_0.5"]["kd_type"] == "score"
+    plain, distilled = (checkpoint.load(result.run_dir / "tickets" / k / "ticket.pt")["state_dict"]
+                        for k in ("omp_0.5", "omp_kd_0.5"))
+    assert any(not torch.equal(plain[n], distilled[n]) for n in plain)  # the KD term changed the training
+    with pytest.raises(ConfigError) as err:  # ranking KD ranks a user's items: not these families'
+        settings_for(model, dataset, "omp_kd", None, {"state": "ERROR"})
+    assert err.value.key == "kd_type"

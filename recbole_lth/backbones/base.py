@@ -129,6 +129,11 @@ class Scores:
     grid: Callable | None = None
     multinomial: bool = False
     row_batches: bool = False
+    # batch(model, interaction) -> logits of a training batch as the model's
+    # task reads it, for score KD where a batch is not (user, item) pairs: a
+    # sequential model's every item after each history (B, n_items), a CTR
+    # model's one logit per row (B,).  Set: only kd_type score applies.
+    batch: Callable | None = None
 
 
 @dataclass(frozen=True)

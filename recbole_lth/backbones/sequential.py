@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import types
 
-from recbole_lth.backbones.base import Backbone, generic_tables, keeps_lookups, shrunk
+from recbole_lth.backbones.base import Backbone, Scores, generic_tables, keeps_lookups, shrunk
 from recbole_lth.core import compact
 
 
@@ -42,7 +42,16 @@ def compact_scoring(model, final_embeddings: bool) -> None:
         model.full_sort_predict = types.MethodType(_full_sort_predict, model)
 
 
-SASREC = Backbone("SASRec", tables=generic_tables, widths=transformer_widths, compact=compact_scoring)
-GRU4REC = Backbone("GRU4Rec", tables=generic_tables, widths=embedding_widths, compact=compact_scoring)
+def next_item_logits(model, interaction):
+    """Every item's logit after each history: what the CE loss softmaxes and full-sort ranks."""
+    return model.full_sort_predict(interaction).view(len(interaction[model.ITEM_SEQ]), -1)
+
+
+# Score KD: the teacher's softmax over the next item, the model's own likelihood.
+NEXT_ITEM = Scores(pairs=None, batch=next_item_logits, multinomial=True)
+SASREC = Backbone("SASRec", tables=generic_tables, widths=transformer_widths, compact=compact_scoring,
+                  scores=NEXT_ITEM)
+GRU4REC = Backbone("GRU4Rec", tables=generic_tables, widths=embedding_widths, compact=compact_scoring,
+                   scores=NEXT_ITEM)
 # BERT4Rec scores against item_embedding.weight[:n_items] plus an output bias; its compact scoring is not declared.
 BERT4REC = Backbone("BERT4Rec", tables=generic_tables, widths=transformer_widths)

@@ -94,7 +94,11 @@ def check(merged: dict) -> None:
     resolve(merged)
     settings.check_keys(merged, distill.KEYS)
     if merged.get("kd_weight"):
-        backbones.require(merged.get("model"), "scores", "distillation (kd_weight > 0)")
+        scores = backbones.require(merged.get("model"), "scores", "distillation (kd_weight > 0)")
+        if scores.batch is not None and merged.get("kd_type") != "score":
+            raise ConfigError("kd_type", merged.get("kd_type"),
+                              f"score for {merged.get('model')}: ranking KD ranks each user's items, and a sequential "
+                              f"or CTR model is distilled through its batch's own scores")
     settings.check_keys(merged, method.keys)
     if method.check is not None:
         method.check(merged)

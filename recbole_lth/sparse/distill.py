@@ -20,7 +20,9 @@ optimizer, mask and checkpoints never see it.
   tensor on the device (``8·K·n_users`` bytes: 2.5 MB for yelp2018, K=10).
 * ``score``: the KL divergence between the teacher's and the student's
   tempered predictions on the items of the batch, times ``T²`` (Hinton et al.
-  2015), ``T = kd_temperature``.  Zero exactly when the scores are equal.
+  2015), ``T = kd_temperature``.  Zero exactly when the scores are equal.  A
+  sequential model's batch is its histories (the softmax over the next item),
+  a CTR model's its labeled rows (one Bernoulli each): the only KD they take.
 
 What "score" and "P(u likes i)" mean follows each model's own likelihood
 (:mod:`recbole_lth.sparse.scoring`; the README's "Distillation and dense baselines").
@@ -38,7 +40,7 @@ from recbole_lth.core.errors import ConfigError
 from recbole_lth.engine import builder
 from recbole_lth.engine.run import Run, TicketHook
 from recbole_lth.sparse.scoring import (
-    is_autoencoder, is_graph_model, is_multinomial, log_likes, pair_logits, propagate_once, row_logits,
+    batch_logits, is_autoencoder, is_graph_model, is_multinomial, log_likes, pair_logits, propagate_once, row_logits,
 )
 from recbole_lth.core.settings import Key, choice_key, number_key
 
@@ -238,6 +240,12 @@ class Distiller(TicketHook):
         trainer.loss_func = loss_with_kd
 
     def kd_loss(self, model, interaction) -> torch.Tensor:
+        batch = batch_logits(model)
+        if batch is not None:  # a sequential or CTR batch: its own scores, the teacher's under no_grad
+            student = batch(model, interaction)
+            with torch.no_grad():
+                teacher = batch(self.teacher, interaction)
+            return score_kd_loss(student, teacher, self.temperature, softmax=is_multinomial(model))
         users = interaction[model.USER_ID]
         if self.kd_type == "ranking":
             items = self.teacher_topk[users]
@@ -273,7 +281,7 @@ def install(run: Run) -> None:
     settings = run.settings
     if not settings.get("kd_weight"):
         return
-    n_items = run.train_data.dataset.item_num
+    n_items = run.train_data.dataset.item_num if settings["kd_type"] == "ranking" else 0
     if settings["kd_type"] == "ranking" and settings["kd_topk"] >= n_items:
         raise ConfigError("kd_topk", settings["kd_topk"], f"a whole number below the number of items ({n_items})")
     run.ticket_hooks.append(Distiller(settings, teacher_state(run)))

@@ -33,6 +33,11 @@ def is_multinomial(model) -> bool:
     return scores_of(model).multinomial
 
 
+def batch_logits(model):
+    """The backbone's scorer of a whole training batch (sequential, CTR), or None."""
+    return scores_of(model).batch
+
+
 def is_graph_model(model) -> bool:
     """``forward()`` without inputs propagates the whole graph (LightGCN, NGCF)."""
     return not inspect.signature(model.forward).parameters
