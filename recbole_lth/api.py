@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from recbole_lth import backbones, methods
-from recbole_lth.core import paths
+from recbole_lth.core import paths, tasks
 from recbole_lth.core.errors import ConfigError
 from recbole_lth.engine import builder, distributed, parallel
 from recbole_lth.engine.progress import Progress
@@ -64,6 +64,8 @@ def settings_for(model=None, dataset=None, method=None, config_files=None, confi
     merged = merge_settings(model, dataset, method, config_files, config_dict, methods.properties_files)
     backbones.check_model(merged.get("model"))
     check_dataset(merged)
+    recbole_defaults = builder.recbole_values(merged["model"], merged["dataset"])
+    tasks.resolve(merged, recbole_defaults)
     given = user_values(config_files, config_dict)
     known = set(methods.all_keys()) | builder.recbole_keys(merged["model"], merged["dataset"]) | {"method"}
     check_unknown(given, known)
@@ -77,6 +79,7 @@ def settings_for(model=None, dataset=None, method=None, config_files=None, confi
     for name in names:
         view = merge_settings(model, dataset, None, config_files, {**overrides, "method": name},
                               methods.properties_files)
+        tasks.resolve(view, recbole_defaults)
         methods.check(view)
         views[name] = view
     check_common(merged)

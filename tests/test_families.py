@@ -34,7 +34,7 @@ def test_each_model_has_the_task_of_its_family():
     assert tasks.for_model("NoSuchModel") is None
     for name in ("SASRec", "BERT4Rec", "FM", "DeepFM", "AutoInt", "WideDeep", "DCN", "xDeepFM"):
         backbones.check_model(name)  # no refusal
-    with pytest.raises(ConfigError, match="DIN: scored by AUC on sampled items"):
+    with pytest.raises(ConfigError, match="a model other than DIN .scored by AUC on sampled items"):
         backbones.check_model("DIN")
     with pytest.raises(ConfigError, match="context-aware"):
         backbones.check_model("NoSuchModel")
@@ -46,6 +46,8 @@ def test_a_task_sets_its_evaluation_below_the_user():
     assert settings["eval_args"]["mode"] == "labeled"
     seq, _ = settings_for("SASRec", "ml-100k", "omp", None, {"state": "ERROR"})
     assert seq["eval_args"]["split"] == {"LS": "valid_and_test"} and seq["train_neg_sample_args"] is None
+    # A pairwise-loss sequential model keeps RecBole's sampled negatives (FPMC trained none: KeyError neg_item_id).
+    assert "train_neg_sample_args" not in settings_for("FPMC", "ml-100k", "omp", None, {"state": "ERROR"})[0]
     assert seq["valid_metric"] == "Recall@20"
     mine, _ = settings_for("DeepFM", "ml-100k", "omp", None, {"state": "ERROR", "valid_metric": "LogLoss"})
     assert mine["valid_metric"] == "LogLoss"

@@ -73,9 +73,10 @@ def check_model(model_name) -> None:
     task = tasks.for_model(model_name)
     if task is not None and model_name not in task.refused:
         return
-    reason = f" ({model_name}: {task.refused[model_name]})" if task is not None else ""
     families = "; ".join(f"{t.label}: {', '.join(tasks.recommenders(t))}" for t in tasks.TASKS.values())
-    raise ConfigError("model", model_name, f"{families}{reason}")
+    if task is not None:
+        families = f"a model other than {model_name} ({task.refused[model_name]}); {families}"
+    raise ConfigError("model", model_name, families)
 
 
 # ---------------------------------------------------------- the mask core's view

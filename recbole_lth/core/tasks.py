@@ -210,6 +210,16 @@ def recommenders(task: Task) -> list[str]:
                   if isinstance(cls, type) and getattr(cls, "type", None) == kind and n not in task.refused)
 
 
+def resolve(settings: dict, recbole_defaults: dict) -> None:
+    """Defaults that depend on RecBole's own properties of the model: a
+    sequential model trained with the softmax loss (``loss_type: CE``, SASRec's
+    and most others') takes no sampled negatives, one with a pairwise loss
+    (FPMC, TransRec: BPR) keeps RecBole's; the user's own value always wins."""
+    if for_model(settings.get("model")) is SEQUENTIAL and "train_neg_sample_args" not in settings:
+        if settings.get("loss_type", recbole_defaults.get("loss_type", "CE")) == "CE":
+            settings["train_neg_sample_args"] = None
+
+
 def check_settings(settings: dict) -> None:
     """The task's own keys (the model is known to have a task)."""
     task = for_model(settings.get("model"))

@@ -166,19 +166,24 @@ _UNDECLARED_RECBOLE_KEYS = {"nproc", "world_size", "ip", "port", "offset", "vali
                             "test_neg_sample_args", "model", "dataset", "config_files"}
 
 
-def recbole_keys(model: str, dataset: str) -> set[str]:
-    """Every key RecBole's Config defines for ``model`` and ``dataset`` (its
-    own properties files, read as its Config reads them; nothing is built)."""
+def recbole_values(model: str, dataset: str) -> dict:
+    """RecBole's own property values for ``model`` and ``dataset`` (its
+    files, read as its Config reads them; nothing is built)."""
     import recbole
 
     folder = os.path.join(os.path.dirname(recbole.__file__), "properties")
-    keys = set(_UNDECLARED_RECBOLE_KEYS)
+    values = {}
     for name in ("overall.yaml", f"model/{model}.yaml", "dataset/sample.yaml", f"dataset/{dataset}.yaml"):
         path = os.path.join(folder, name)
         if os.path.isfile(path):
             with open(path) as f:
-                keys |= set(yaml.safe_load(f) or {})
-    return keys
+                values.update(yaml.safe_load(f) or {})
+    return values
+
+
+def recbole_keys(model: str, dataset: str) -> set[str]:
+    """Every key RecBole's Config defines for ``model`` and ``dataset``."""
+    return set(_UNDECLARED_RECBOLE_KEYS) | set(recbole_values(model, dataset))
 
 
 # Plugin keys that RecBole's Config must not see as its own.
