@@ -93,9 +93,6 @@ def _check_sequential(settings: dict) -> None:
                                                   "items of each history held out; a random split leaks the future)")
     if _eval_mode(settings) not in (None, "full"):
         raise ConfigError("eval_args", eval_args, "mode full for a sequential model (full-sort ranking over items)")
-    if settings.get("loss_type", "CE") == "CE" and settings.get("train_neg_sample_args") is not None:
-        raise ConfigError("train_neg_sample_args", settings.get("train_neg_sample_args"),
-                          "null with loss_type CE (RecBole refuses negatives with the softmax loss)")
 
 
 def _check_context(settings: dict) -> None:
@@ -214,10 +211,17 @@ def resolve(settings: dict, recbole_defaults: dict) -> None:
     """Defaults that depend on RecBole's own properties of the model: a
     sequential model trained with the softmax loss (``loss_type: CE``, SASRec's
     and most others') takes no sampled negatives, one with a pairwise loss
-    (FPMC, TransRec: BPR) keeps RecBole's; the user's own value always wins."""
-    if for_model(settings.get("model")) is SEQUENTIAL and "train_neg_sample_args" not in settings:
-        if settings.get("loss_type", recbole_defaults.get("loss_type", "CE")) == "CE":
-            settings["train_neg_sample_args"] = None
+    (FPMC: BPR) or none declared (TransRec, BPR by construction) keeps
+    RecBole's; the user's own value always wins."""
+    if for_model(settings.get("model")) is not SEQUENTIAL:
+        return
+    if settings.get("loss_type", recbole_defaults.get("loss_type")) != "CE":
+        return
+    if "train_neg_sample_args" not in settings:
+        settings["train_neg_sample_args"] = None
+    elif settings["train_neg_sample_args"] is not None:
+        raise ConfigError("train_neg_sample_args", settings["train_neg_sample_args"],
+                          "null with loss_type CE (RecBole refuses negatives with the softmax loss)")
 
 
 def check_settings(settings: dict) -> None:
