@@ -4,9 +4,11 @@ One ``recbole_lth`` study trains the dense model once (every method's dense
 reference and rewind source), IMP's rounds, and every other method at the
 sparsities IMP reaches at ``--points`` (its rounds; p = 0.2: round 3 = 0.488,
 round 7 = 0.7903), each selected on validation and tested once at its best
-epoch.  It prints test Recall@20 by sparsity and method (the layout of the
-issue that asked for it), the costs (epochs, seconds) and writes the study's
-``report.md`` and ``curve.png`` plus ``comparison.png`` into ``--out``.
+epoch.  It prints the run's verdict metric (``judge.verdict_metric``: test
+Recall@20 for full sort, AUC for a CTR model) by sparsity and method (the
+layout of the issue that asked for it), the costs (epochs, seconds) and
+writes the study's ``report.md`` and ``curve.png`` plus ``comparison.png``
+into ``--out``.
 
     python benchmarks/bench_fidelity.py --model BPR --dataset citeulike \\
         --settings "learning_rate=0.005 eval_step=5 stopping_step=3"
@@ -30,6 +32,8 @@ from common import DEFAULT_DATA  # noqa: E402
 import recbole_lth  # noqa: E402
 from recbole_lth.core import paths, pruning  # noqa: E402
 from recbole_lth.core.settings import parse_value  # noqa: E402
+from recbole_lth.engine.results import columns_of, read_settings  # noqa: E402
+from recbole_lth.views.judge import metric_label, verdict_metric  # noqa: E402
 
 METHODS = ("imp", "omp", "rp", "dsl", "pep", "small_dense")
 BENCHMARK_SPLITS = ("yelp2018", "lastfm", "citeulike")
@@ -67,7 +71,10 @@ def main() -> None:
         return
     rows = result.rows
     dense = next(r for r in rows if r["ticket"] == "dense")
-    metric = "test_recall@20"
+    tested = [c for c in columns_of(rows) if c.startswith("test_")]
+    metric = verdict_metric(tested, read_settings(result.run_dir).get("valid_metric"))
+    # A labeled task's other metrics (LogLoss beside AUC) in the ticket table.
+    beside = [c for c in tested if "@" not in c + metric and c != metric]
     print(f"{args.model} on {args.dataset}, {args.settings or 'plugin defaults'}; study {result.run_dir} "
           f"({wall:.0f} s wall)")
     columns = ["dense"] + methods
@@ -83,16 +90,19 @@ def main() -> None:
             cells.append("not reached" if row and value is None else f"{value:.4f}" if value is not None else "")
         print(f"| {target:.4g} | | " + " | ".join(cells) + " |")
     print()
-    print("| ticket | sparsity | test Recall@20 | vs dense | best epoch | epochs | train s | extra |")
-    print("|---|---|---|---|---|---|---|---|")
+    heads = [metric_label(c) for c in [metric] + beside]
+    print(f"| ticket | sparsity | {heads[0]} | vs dense | " + "".join(f"{h} | " for h in heads[1:])
+          + "best epoch | epochs | train s | extra |")
+    print("|---" * (8 + len(beside)) + "|")
     for row in rows:
         extra = {k: row[k] for k in ("dsl_updates", "dsl_frozen_epoch", "search_epochs", "search_seconds")
                  if row.get(k) is not None}
         value = row.get(metric)
         change = f"{(value - dense[metric]) / dense[metric] * 100:+.1f}%" if value is not None else ""
+        others = "".join(f"{row.get(c) if row.get(c) is not None else ''} | " for c in beside)
         print(f"| {row['ticket']} | {row.get('sparsity', '')} | {value if value is not None else ''} | {change} | "
-              f"{row.get('best_epoch', '')} | {row.get('epochs_trained', '')} | {row.get('train_seconds', '')} | "
-              f"{extra or ''} |")
+              f"{others}{row.get('best_epoch', '')} | {row.get('epochs_trained', '')} | "
+              f"{row.get('train_seconds', '')} | {extra or ''} |")
     out = Path(args.out)
     shutil.copy(result.run_dir / "curve.png", out / f"comparison-{args.model}-{args.dataset}.png")
     print(f"\nreport: {result.run_dir / 'report.md'}; picture: {out / f'comparison-{args.model}-{args.dataset}.png'}")

@@ -7,7 +7,12 @@ test p, the verdict the CI supports), paired across folders by seed, so a
 variant studied in its own folder (other DSL keys) is compared with the main
 study's OMP of the same seeds.  Dense tickets of the same seed are the same
 model in every folder (the keys of a variant do not reach dense training);
-the script checks that their metric agrees.
+the script checks that their metric agrees.  The metric is the run's verdict
+metric (``judge.verdict_metric``: Recall@K for full sort, AUC for a CTR model,
+whose LogLoss gets a table of its own), or ``--metric``; verdicts read it in
+its direction (a LogLoss wins below the reference).  ``--epoch_cost`` adds each
+ticket's seconds per epoch (``train_seconds / epochs_trained``) over its seed's
+dense ticket's, mean ± std over the seeds.
 
     python benchmarks/fidelity_tables.py /work/fid/lgc-all/*-seeds \\
         --extra "momentum=/work/fid/dsl-momentum/*-seeds" --against omp
@@ -21,7 +26,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from recbole_lth.engine.results import read_results  # noqa: E402
+from recbole_lth.engine.results import columns_of, read_results, read_settings  # noqa: E402
+from recbole_lth.views.judge import verdict_metric  # noqa: E402
 from recbole_lth.views.summary import paired_difference, spread, verdict_of  # noqa: E402
 
 
@@ -39,14 +45,20 @@ def target_of(row: dict) -> str:
     return f"{float(row.get('target_sparsity') or row.get('sparsity') or 0):.3f}"
 
 
-def compare(values: dict[int, float], reference: dict[int, float]) -> str:
+def compare(values: dict[int, float], reference: dict[int, float], metric: str) -> str:
     pairs = [(values[s], reference[s]) for s in values if s in reference]
     if len(pairs) < 2:
         return ""
     d = paired_difference(pairs)
     p = f", p = {d['p']:.3f}" if d["p"] is not None else ""
     return (f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]{p} "
-            f"({d['rel_delta'] * 100:+.1f}%, {verdict_of(d['ci_low'], d['ci_high'])})")
+            f"({d['rel_delta'] * 100:+.1f}%, {verdict_of(d['ci_low'], d['ci_high'], metric)})")
+
+
+def epoch_cost(row: dict) -> float | None:
+    """Seconds per trained epoch (``train_seconds / epochs_trained``)."""
+    seconds, epochs = row.get("train_seconds"), row.get("epochs_trained")
+    return seconds / epochs if seconds is not None and epochs else None
 
 
 def main() -> None:
@@ -54,11 +66,28 @@ def main() -> None:
     parser.add_argument("study", help="the main study folder (…-seeds)")
     parser.add_argument("--extra", action="append", default=[], help="LABEL=STUDY: a variant's study folder")
     parser.add_argument("--against", default="omp", help="the method every ticket is also paired with")
-    parser.add_argument("--metric", default="test_recall@20")
+    parser.add_argument("--metric", default=None,
+                        help="test column (default: the run's verdict metric, and a labeled task's other metrics)")
+    parser.add_argument("--epoch_cost", action="store_true",
+                        help="add each ticket's seconds per epoch over its seed's dense ticket's (mean ± std)")
     args = parser.parse_args()
-    metric = args.metric
 
     main_rows = seed_rows(glob.glob(args.study)[0])
+    if args.metric:
+        metrics = [args.metric]
+    else:
+        tested = [c for c in columns_of([r for rows in main_rows.values() for r in rows.values()])
+                  if c.startswith("test_")]
+        first = sorted(glob.glob(os.path.join(glob.glob(args.study)[0], "seed_*")))[0]
+        metric = verdict_metric(tested, read_settings(first).get("valid_metric"))
+        metrics = [metric] + [c for c in tested if "@" not in c + metric and c != metric]  # LogLoss beside AUC
+    for i, metric in enumerate(metrics):
+        if i:
+            print()
+        table(args, main_rows, metric, args.epoch_cost and not i)
+
+
+def table(args, main_rows: dict[int, dict[str, dict]], metric: str, with_cost: bool) -> None:
     dense = {s: rows["dense"][metric] for s, rows in main_rows.items() if "dense" in rows}
     against = {}  # target -> {seed: value}
     tickets = []  # (label, target, {seed: value})
@@ -69,6 +98,7 @@ def main() -> None:
             if row.get("method") == args.against:
                 against.setdefault(target_of(row), {})[seed] = row[metric]
     order = {}
+    costs: dict[str, list[float]] = {}  # name -> per seed, its seconds per epoch over the dense ticket's
     for label, study in [("", args.study)] + [tuple(e.split("=", 1)) for e in args.extra]:
         rows_by_seed = seed_rows(glob.glob(study)[0])
         for seed, rows in rows_by_seed.items():
@@ -81,19 +111,25 @@ def main() -> None:
                 key = order.setdefault(name, (row.get("method"), target_of(row)))
                 if row.get(metric) is not None:
                     tickets.append((name, seed, row[metric]))
+                if epoch_cost(row) is not None and "dense" in rows and epoch_cost(rows["dense"]):
+                    costs.setdefault(name, []).append(epoch_cost(row) / epoch_cost(rows["dense"]))
     values: dict[str, dict[int, float]] = {}
     for name, seed, value in tickets:
         values.setdefault(name, {})[seed] = value
-    print(f"| ticket | sparsity | {metric} mean ± std | Δ vs dense (95% CI), p | Δ vs {args.against} (95% CI), p |")
-    print("|---|---|---|---|---|")
+    head = f"| ticket | sparsity | {metric} mean ± std | Δ vs dense (95% CI), p | Δ vs {args.against} (95% CI), p |"
+    print(head + (" epoch cost ÷ dense's |" if with_cost else ""))
+    print("|---" * (head.count("|") - 1 + with_cost) + "|")
     for name, (method, target) in order.items():
         by_seed = values.get(name, {})
         mean, std = spread(list(by_seed.values()))
         cell = f"{mean:.4f} ± {std:.4f}" if std is not None else (f"{mean:.4f}" if mean is not None else "not reached")
         seeds = "" if len(by_seed) == len(dense) else f" ({len(by_seed)} seeds)"
-        versus_dense = compare(by_seed, dense) if name != "dense" else "reference"
-        versus = compare(by_seed, against.get(target, {})) if method != args.against and name != "dense" else ""
-        print(f"| {name} | {target} | {cell}{seeds} | {versus_dense} | {versus} |")
+        versus_dense = compare(by_seed, dense, metric) if name != "dense" else "reference"
+        versus = compare(by_seed, against.get(target, {}), metric) if method != args.against and name != "dense" else ""
+        mean_cost, std_cost = spread(costs.get(name, []))
+        cost = "" if not with_cost else (f" {mean_cost:.2f}" if mean_cost is not None else "") + (
+            f" ± {std_cost:.2f}" if std_cost is not None else "") + " |"
+        print(f"| {name} | {target} | {cell}{seeds} | {versus_dense} | {versus} |{cost}")
 
 
 if __name__ == "__main__":
