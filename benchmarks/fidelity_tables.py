@@ -11,8 +11,8 @@ the script checks that their metric agrees.  The metric is the run's verdict
 metric (``judge.verdict_metric``: Recall@K for full sort, AUC for a CTR model,
 whose LogLoss gets a table of its own), or ``--metric``; verdicts read it in
 its direction (a LogLoss wins below the reference).  ``--epoch_cost`` adds each
-ticket's seconds per epoch (``train_seconds / epochs_trained``) over its seed's
-dense ticket's, mean ± std over the seeds.
+ticket's seconds per epoch (``train_seconds / epochs_trained``) over the main
+study's dense ticket's of the same seed, mean ± std over the seeds.
 
     python benchmarks/fidelity_tables.py /work/fid/lgc-all/*-seeds \\
         --extra "momentum=/work/fid/dsl-momentum/*-seeds" --against omp
@@ -97,6 +97,7 @@ def table(args, main_rows: dict[int, dict[str, dict]], metric: str, with_cost: b
                 continue
             if row.get("method") == args.against:
                 against.setdefault(target_of(row), {})[seed] = row[metric]
+    dense_cost = {s: epoch_cost(rows["dense"]) for s, rows in main_rows.items() if "dense" in rows}
     order = {}
     costs: dict[str, list[float]] = {}  # name -> per seed, its seconds per epoch over the dense ticket's
     for label, study in [("", args.study)] + [tuple(e.split("=", 1)) for e in args.extra]:
@@ -111,8 +112,8 @@ def table(args, main_rows: dict[int, dict[str, dict]], metric: str, with_cost: b
                 key = order.setdefault(name, (row.get("method"), target_of(row)))
                 if row.get(metric) is not None:
                     tickets.append((name, seed, row[metric]))
-                if epoch_cost(row) is not None and "dense" in rows and epoch_cost(rows["dense"]):
-                    costs.setdefault(name, []).append(epoch_cost(row) / epoch_cost(rows["dense"]))
+                if epoch_cost(row) is not None and dense_cost.get(seed):
+                    costs.setdefault(name, []).append(epoch_cost(row) / dense_cost[seed])
     values: dict[str, dict[int, float]] = {}
     for name, seed, value in tickets:
         values.setdefault(name, {})[seed] = value
