@@ -155,6 +155,8 @@ def test_report_from_a_fixed_results_csv(tmp_path):
     assert "| no |" in _line(text, "round_02") and "-10.0%" in _line(text, "round_02")
     assert "**yes**" in _line(text, "dsl_0.8")  # 0.205 >= 0.20
     assert "the sparsest is `dsl_0.8`" in text
+    # A one-run verdict says it is one seed's, and how to get one over seeds (issue 35, item 6).
+    assert "These verdicts are one seed's (RecBole's default, 2020)" in text and "--seeds=[" in text
     cost = next(line for line in text.splitlines() if line.startswith("| dsl_0.8 | dsl | 0.8 |") and "row" in line)
     assert "| 0.55 | 0.2 | row |" in cost  # the method's own MAC columns are used
     cost = next(line for line in text.splitlines() if line.startswith("| round_02 | imp |") and "costs" in line)

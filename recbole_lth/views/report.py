@@ -178,6 +178,15 @@ def default_analysis_ticket(run_dir: Path, rows: list[dict]) -> str | None:
     return max(stored, key=lambda r: r["sparsity"])["ticket"] if stored else None
 
 
+# A verdict of one run compares two numbers of one seed (issue 35: on the quick
+# start, seed 2020 called every round winning and seed 2022 every round losing).
+ONE_SEED_TEXT = (
+    "These verdicts are one seed's ({seed}): the seed-to-seed spread of a metric can exceed the differences "
+    "between tickets. `--seeds=[2020,2021,2022]` runs the study per seed and judges each ticket by the 95% CI of "
+    "its paired difference from the same seed's dense ticket (`summary.md`)."
+)
+
+
 def _embedding_section(run_dir: Path, rows: list[dict], ticket: str | None, buckets: int) -> list[str]:
     lines = ["## Embedding sizes vs popularity", ""]
     ticket = ticket or default_analysis_ticket(run_dir, rows)
@@ -280,7 +289,7 @@ def write_report(run_dir, ticket: str | None = None, buckets: int = 5, model=Non
                          f"{k_text}).")
         else:
             lines.append("No sparse winning ticket in this run.")
-        lines.append("")
+        lines += ["", ONE_SEED_TEXT.format(seed=settings.get("seed", "RecBole's default, 2020")), ""]
 
     if metric:
         series = [(str(m), [r for r in rows if r.get("method") == m]) for m in methods]
