@@ -238,3 +238,32 @@ def test_score_distillation_trains_a_family_ticket_against_its_dense_teacher(tmp
     with pytest.raises(ConfigError) as err:  # ranking KD ranks a user's items: not these families'
         settings_for(model, dataset, "omp_kd", None, {"state": "ERROR"})
     assert err.value.key == "kd_type"
+
+
+def test_per_field_scope_gives_each_ctr_field_its_own_budget(tmp_path):
+    from recbole_lth.core import checkpoint, paths
+    from recbole_lth.engine import builder
+
+    settings = ctr_settings("FM", target_sparsities=[0.8], output_root=str(tmp_path / "runs"))
+    masks = {}
+    for scope, tickets in (("global", ["omp"]), ("per_field", ["omp", "rp"])):
+        result = recbole_lth.run(model="FM", dataset="ml-100k", method=tickets,
+                                 config_dict={**settings, "prune_scope": scope})
+        masks[scope] = {f"{k}_0.8": checkpoint.load(paths.RunPaths(result.run_dir).ticket_weights(f"{k}_0.8"))["masks"]
+                        for k in tickets}
+    model = builder.rebuild(paths.read_json(paths.RunPaths(result.run_dir).settings), result.run_dir)[1]
+    table = "token_embedding_table.embedding.weight"
+    fields = tasks.field_rows(model, [table])[table]
+    assert {f for f, _, _ in fields} >= {"user_id", "item_id", "age", "gender", "occupation"}
+
+    def kept(mask, start, rows):
+        return float(mask[table][start:start + rows].float().mean())
+
+    for ticket in ("omp_0.8", "rp_0.8"):
+        # Every field keeps its own 20% (up to rounding a field's count), whatever its magnitudes.
+        assert all(abs(kept(masks["per_field"][ticket], s, r) - 0.2) <= 1 / (r * 8) + 1e-9 for _, s, r in fields)
+    spread = [kept(masks["global"]["omp_0.8"], s, r) for _, s, r in fields]
+    assert max(spread) - min(spread) > 0.05  # one global ranking favours some fields over others
+    with pytest.raises(ConfigError) as err:
+        settings_for("FM", "ml-100k", "dsl", None, {"state": "ERROR", "prune_scope": "per_field"})
+    assert err.value.key == "prune_scope" and "global or per_table for dsl" in str(err.value)

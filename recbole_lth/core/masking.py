@@ -52,7 +52,7 @@ PRUNE_TARGETS = ("embeddings", "all_weights")
 ZERO_PRESERVING_OPTIMIZERS = (
     torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.Adagrad, torch.optim.RMSprop,
 )
-PRUNE_SCOPES = ("global", "per_table")
+PRUNE_SCOPES = ("global", "per_table", "per_field")
 
 
 def entity_axis(name: str, shape, sizes: dict, linear: bool = False) -> tuple[str, int] | None:

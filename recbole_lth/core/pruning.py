@@ -12,10 +12,14 @@ table or over all selected tables together.
 * ``"global"``: all selected tensors are ranked together (LTH-MRS prunes the
   joint user+item table this way); each table's sparsity follows from it.
 * ``"per_table"``: each tensor keeps its own count.
+* ``"per_field"`` (a :class:`FieldScope`): each field of a CTR model's token
+  table keeps its own count, as if each field's rows were a table of their
+  own (PEP's per-field budget); a table without fields keeps its own.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -25,16 +29,50 @@ Masks = dict[str, torch.Tensor]
 Tensors = dict[str, torch.Tensor]
 
 
+@dataclass(frozen=True)
+class FieldScope:
+    """``per_field``: the row ranges ``(field, first row, rows)`` of each
+    field-structured tensor; a tensor not listed is one group."""
+
+    fields: dict
+
+    def __str__(self) -> str:
+        return "per_field"
+
+    def split(self, tensors: Tensors) -> Tensors:
+        """Each listed tensor as one view per field, ``name[field]``; the others as they are."""
+        out = {}
+        for name, tensor in tensors.items():
+            for field, start, rows in self.fields.get(name, ()):
+                out[f"{name}[{field}]"] = tensor[start:start + rows]
+            if name not in self.fields:
+                out[name] = tensor
+        return out
+
+    def join(self, parts: Masks, like: Tensors) -> Masks:
+        """:meth:`split`'s inverse for masks (rows no field covers stay False)."""
+        out = {}
+        for name, tensor in like.items():
+            if name not in self.fields:
+                out[name] = parts[name]
+                continue
+            mask = torch.zeros(tensor.shape, dtype=torch.bool, device=tensor.device)
+            for field, start, rows in self.fields[name]:
+                mask[start:start + rows] = parts[f"{name}[{field}]"]
+            out[name] = mask
+        return out
+
+
 # ------------------------------------------------------------------ counts
 def kept_count(numel: int, sparsity: float) -> int:
     """Number of active weights a tensor of ``numel`` keeps at ``sparsity``."""
     return int(round((1.0 - sparsity) * numel))
 
 
-def kept_counts(numels: dict[str, int], sparsity: float, scope: str) -> dict[str, int] | int:
+def kept_counts(numels: dict[str, int], sparsity: float, scope) -> dict[str, int] | int:
     """What :func:`keep_top_k` keeps at ``sparsity``: one count per tensor
-    (``per_table``) or one over all of them (``global``)."""
-    if scope == "per_table":
+    (``per_table``; ``per_field``: per field group) or one over all of them (``global``)."""
+    if scope in ("per_table", "per_field") or isinstance(scope, FieldScope):
         return {n: kept_count(size, sparsity) for n, size in numels.items()}
     return kept_count(sum(numels.values()), sparsity)
 
@@ -82,10 +120,13 @@ def keep_top_k(scores: Tensors, eligible: Masks, keep: dict[str, int] | int, sco
     return new
 
 
-def keep_top(scores: Tensors, eligible: Masks, sparsity: float, scope: str = "global") -> Masks:
+def keep_top(scores: Tensors, eligible: Masks, sparsity: float, scope="global") -> Masks:
     """Masks keeping the highest-scoring ``eligible`` entries so that the
     tensors reach ``sparsity`` (a fraction of *all* their entries, not of the
     eligible ones); entries not eligible are never kept."""
+    if isinstance(scope, FieldScope):  # each field's rows: a table of their own
+        kept = keep_top(scope.split(scores), scope.split(eligible), sparsity, "per_table")
+        return scope.join(kept, scores)
     numels = {n: s.numel() for n, s in scores.items()}
     return keep_top_k(scores, eligible, kept_counts(numels, sparsity, scope), scope)
 

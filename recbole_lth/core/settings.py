@@ -168,7 +168,8 @@ COMMON_KEYS = (
         "or fnmatch patterns over parameter names",
         f"{', '.join(PRUNE_TARGETS)} or a non-empty list of parameter-name patterns",
         lambda x: x in PRUNE_TARGETS or (isinstance(x, list) and bool(x) and all(isinstance(p, str) for p in x))),
-    choice_key("prune_scope", "global: rank all prunable tensors together (LTH-MRS); per_table: each its own count",
+    choice_key("prune_scope", "global: rank all prunable tensors together (LTH-MRS); per_table: each its own count; "
+               "per_field: each field of a CTR token table its own count (other tables per table)",
                PRUNE_SCOPES),
     number_key("prune_rate", "IMP/WR: fraction of the surviving weights pruned per round", 0.0, 1.0,
                low_open=True, high_open=True),

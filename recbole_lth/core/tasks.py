@@ -69,6 +69,17 @@ def token_fields(model) -> list[tuple[str, int, int]]:
     return list(zip(names, offsets, dims))
 
 
+def field_rows(model, names) -> dict[str, list[tuple[str, int, int]]]:
+    """The named tensors that are a CTR model's shared token table (its
+    second-order ``FMEmbedding`` and its first-order one), each with its
+    fields' row ranges ``(field, first row, rows)``: ``prune_scope: per_field``."""
+    fields = token_fields(model)
+    rows = sum(d for _, _, d in fields)
+    params = dict(model.named_parameters())
+    return {name: fields for name in names
+            if fields and name.endswith("token_embedding_table.embedding.weight") and params[name].shape[0] == rows}
+
+
 def _context_sizes(model) -> dict[str, int | None]:
     fields = token_fields(model)
     return {"feature": sum(d for _, _, d in fields) if fields else None}

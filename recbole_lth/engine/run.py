@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from recbole_lth.core import checkpoint, paths
+from recbole_lth.core import checkpoint, paths, pruning, tasks
 from recbole_lth.core.errors import ConfigError, RunDamaged, TrainingDiverged, is_nan_loss
 from recbole_lth.core.masking import ParameterMask, full_masks
 from recbole_lth.engine import builder, distributed, parallel
@@ -135,7 +135,10 @@ class Run:
         return self.config["device"]
 
     @property
-    def scope(self) -> str:
+    def scope(self):
+        """``prune_scope`` as the pruning functions take it: ``per_field`` with its tables' field rows."""
+        if self.settings["prune_scope"] == "per_field":
+            return pruning.FieldScope(tasks.field_rows(self.model, list(self.prunable)))
         return self.settings["prune_scope"]
 
     def full_masks(self) -> dict:
@@ -321,7 +324,7 @@ class Run:
         empty = [n for n, m in masks.items() if not bool(m.any())]
         if empty:
             raise ConfigError(
-                "prune_scope", self.scope,
+                "prune_scope", self.settings["prune_scope"],
                 f"per_table, or a lower sparsity: ticket {key} would leave {', '.join(empty)} with no active "
                 f"weight (finished tickets are kept)",
             )

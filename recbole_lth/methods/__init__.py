@@ -99,6 +99,8 @@ def check(merged: dict) -> None:
             raise ConfigError("kd_type", merged.get("kd_type"),
                               f"score for {merged.get('model')}: ranking KD ranks each user's items, and a sequential "
                               f"or CTR model is distilled through its batch's own scores")
+    if merged.get("prune_scope") not in method.scopes:
+        raise ConfigError("prune_scope", merged.get("prune_scope"), f"{' or '.join(method.scopes)} for {method.name}")
     settings.check_keys(merged, method.keys)
     if method.check is not None:
         method.check(merged)

@@ -37,6 +37,9 @@ class Method:
     # Each ticket starts from the previous one's mask (IMP's rounds): the last
     # is the method's result (tune's objective).
     iterative: bool = False
+    # The prune_scope values its masks honour (DSL's exchanges and PEP's
+    # thresholds keep a table's or all tables' budget, not a field's).
+    scopes: tuple[str, ...] = ("global", "per_table", "per_field")
 
     def variant(self, name: str, summary: str) -> "Method":
         """The same plan under another name whose properties file overrides

@@ -94,5 +94,5 @@ METHOD = Method(
     "dsl", "per target RP's random mask trained at that fixed budget with dynamic exploration: every ΔT epochs "
     "drop the ρ_t smallest-|w| active weights and regrow as many inactive ones by their gradient (DSL, Alg. 1); "
     "early stopping counts from T_end",
-    plan, keys=KEYS, check=check,
+    plan, keys=KEYS, check=check, scopes=("global", "per_table"),
 )

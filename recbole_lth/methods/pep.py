@@ -498,5 +498,5 @@ KEYS = (
 METHOD = Method(
     "pep", "one soft-threshold search (learnable s, PEP Eq. 8; a scheduled pressure reaches every target by "
     "pep_schedule_epochs) records a mask when each target is first reached; each mask is rewound to the "
-    "initial weights and retrained (PEP §4.2)", plan, keys=KEYS,
+    "initial weights and retrained (PEP §4.2)", plan, keys=KEYS, scopes=("global", "per_table"),
 )
