@@ -84,8 +84,8 @@ def inter_files(settings: dict, data_path: str) -> list[str]:
 def check_atomic_files(settings: dict, data_path: str) -> None:
     """The ``.inter`` files RecBole will read: a header of ``name:type``
     fields holding the columns the model's task needs (user and item ids; a
-    context-aware model's label, or the field its ``threshold`` reads), and
-    at least one row.  RecBole itself fails on these with a traceback deep in pandas."""
+    sequential model's timestamps; a CTR model's label: :func:`check_labels`),
+    and at least one row.  RecBole itself fails on these with a traceback deep in pandas."""
     dataset = settings["dataset"]
     separator = settings.get("field_separator") or "\t"
     task = tasks.for_model(settings["model"]) or tasks.GENERAL
