@@ -31,11 +31,19 @@ from recbole_lth.views.judge import verdict_metric  # noqa: E402
 from recbole_lth.views.summary import paired_difference, spread, verdict_of  # noqa: E402
 
 
+_NOTED: set[str] = set()  # seed folders already reported as unfinished
+
+
 def seed_rows(study: str) -> dict[int, dict[str, dict]]:
     """{seed: {ticket: row}} of a study folder."""
     out = {}
     for folder in sorted(glob.glob(os.path.join(study, "seed_*"))):
         seed = int(folder.rsplit("_", 1)[1])
+        if not os.path.isfile(os.path.join(folder, "results.csv")):  # a study stopped before this seed
+            if folder not in _NOTED:
+                _NOTED.add(folder)
+                print(f"note: seed {seed} has no finished ticket yet ({folder}); left out", file=sys.stderr)
+            continue
         out[seed] = {row["ticket"]: row for row in read_results(folder)}
     return out
 
@@ -47,6 +55,9 @@ def target_of(row: dict) -> str:
 
 def compare(values: dict[int, float], reference: dict[int, float], metric: str) -> str:
     pairs = [(values[s], reference[s]) for s in values if s in reference]
+    if len(pairs) == 1:  # one seed: the difference, with no interval to judge it by
+        (value, ref), = pairs
+        return f"{value - ref:+.4f} ({(value - ref) / ref * 100:+.1f}%, one seed: no CI)"
     if len(pairs) < 2:
         return ""
     d = paired_difference(pairs)

@@ -148,6 +148,8 @@ def test_unreached_target_is_noted_not_trained(quick_run):
     result = quick_run("BPR", "pep", epochs=1, target_sparsities=[0.99], pep_init=-10.0, pep_lr=1e-4)
     rows = list(csv.DictReader(open(result.results_csv)))
     assert len(rows) == 1 and rows[0]["note"].startswith("not reached")
+    # The note names the cause: 1 epoch ends the search long before the 20-epoch schedule.
+    assert "epochs (1, the search's limit) ends the search before pep_schedule_epochs (20)" in rows[0]["note"]
     assert rows[0].get("test_recall@20") in (None, "")
     assert not (result.run_dir / "tickets").exists()
     assert "not reached" in (result.run_dir / "run.log").read_text()
@@ -232,6 +234,17 @@ def test_scheduled_pressure_reaches_high_targets_on_tiny_data(tiny_data, tmp_pat
         **QUICK, "data_path": data_path, "epochs": 5, "train_batch_size": 64, "pep_pressure": "l2",
         "target_sparsities": [0.95], "output_root": str(tmp_path / "runs")})
     assert stalled.rows[0]["note"].startswith("not reached")
+
+
+def test_short_schedule_names_what_to_raise():
+    keys = {"pep_pressure": "schedule", "pep_schedule_epochs": 20, "target_sparsities": [0.75, 0.99]}
+    # 15 of 20 epochs: the ramp is at 0.9925 · 0.75³ = 0.419 when the search ends.
+    assert "scheduled sparsity at 0.419; raise epochs to at least 21" in pep.short_schedule(keys, 15)
+    assert pep.short_schedule(keys, 20) is None
+    assert pep.short_schedule({**keys, "pep_pressure": "l2"}, 15) is None
+    meta = {"search_epochs": 30, "final_sparsity": 0.6}
+    assert pep.unreached_note({**keys, "pep_pressure": "l2"}, 30, meta).endswith("or use pep_pressure: schedule")
+    assert pep.unreached_note(keys, 30, meta).endswith("raise epochs (the search's limit)")
 
 
 def test_scheduled_sparsity_prunes_mostly_late():

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from time import perf_counter
 
 import torch
@@ -119,6 +120,11 @@ def threshold_shape(shape, granularity: str, feature_axis: int = 0) -> tuple:
     if granularity == "dimension":
         return tuple(1 if axis == feature_axis else n for axis, n in enumerate(shape))
     raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+
+
+def final_sparsity(targets) -> float:
+    """Where the schedule steers: a little past the largest target, so that it is crossed, not approached."""
+    return 1.0 - 0.75 * (1.0 - max(targets))
 
 
 def scheduled_sparsity(step: int, schedule_steps: int, final: float) -> float:
@@ -227,8 +233,7 @@ class PepSearch:
         self.step_tensor = torch.zeros((), dtype=torch.long, device=device)
         self.steps_per_epoch = max(1, len(run.train_data))
         self.schedule_steps = max(1, round(settings["pep_schedule_epochs"] * self.steps_per_epoch))
-        # Steer a little past the largest target so that it is crossed, not approached.
-        self.final_sparsity = 1.0 - 0.75 * (1.0 - max(self.targets))
+        self.final_sparsity = final_sparsity(self.targets)
 
     def _gather(self, name: str, module: nn.Embedding, soft: SoftThreshold, row_sparse: bool) -> None:
         lookup = F.embedding
@@ -445,6 +450,28 @@ class PepRowFields(TicketHook):
         return dict(self.fields)
 
 
+def short_schedule(settings: dict, epochs) -> str | None:
+    """Why ``schedule`` pressure cannot reach the largest target: ``epochs``
+    (the search's limit) ends the search before ``pep_schedule_epochs``, where
+    the ramp is still at ``final · (epochs / T)³``; None when it can."""
+    schedule = settings["pep_schedule_epochs"]
+    if settings["pep_pressure"] != "schedule" or epochs >= schedule:
+        return None
+    final = final_sparsity(settings["target_sparsities"])
+    return (f"epochs ({epochs}, the search's limit) ends the search before pep_schedule_epochs ({schedule:g}), "
+            f"with the scheduled sparsity at {scheduled_sparsity(epochs, schedule, final):.3f}; "
+            f"raise epochs to at least {math.ceil(schedule) + 1}, or lower pep_schedule_epochs")
+
+
+def unreached_note(settings: dict, epochs, meta: dict) -> str:
+    """The note of a target the search never reached, with what to change."""
+    reason = short_schedule(settings, epochs) or (
+        "raise epochs (the search's limit)" + (", or use pep_pressure: schedule"
+                                               if settings["pep_pressure"] == "l2" else ""))
+    return (f"not reached: the search ended after {meta['search_epochs']} epochs at sparsity "
+            f"{meta['final_sparsity']}; {reason}")
+
+
 def search_masks(run, targets) -> tuple[dict, dict]:
     """The search's result, from the run directory if a previous run saved it."""
     def search() -> dict:
@@ -452,6 +479,9 @@ def search_masks(run, targets) -> tuple[dict, dict]:
             f"pep: searching thresholds ({run.settings['pep_granularity']}, init {run.settings['pep_init']}) "
             f"for sparsities {targets}, at most {run.config['epochs']} epochs"
         )
+        short = short_schedule(run.settings, run.config["epochs"])
+        if short:
+            logger.warning(f"pep: the largest target {max(targets)} will not be reached: {short}")
         return PepSearch(run, targets).fit()
 
     return run.searched(search)
@@ -464,10 +494,7 @@ def plan(run) -> None:
         target = entry["target_sparsity"]
         key = paths.target_ticket(run.method, target)
         if not entry["reached"]:
-            note = (
-                f"not reached: the search ended after {meta['search_epochs']} epochs at sparsity "
-                f"{meta['final_sparsity']}; raise epochs (the search's limit), or use pep_pressure: schedule"
-            )
+            note = unreached_note(run.settings, run.config["epochs"], meta)
             logger.warning(f"pep: target sparsity {target} {note}; no ticket trained")
             run.add_row({
                 **run.row_start(key, t + 1, target),
