@@ -401,6 +401,7 @@ def _plan_one(prepared: Run, name: str, hooks=()) -> None:
 
 
 def _finish(prepared: Run) -> RunResult:
+    prepared.write_rows()
     logger.info(f"results: {prepared.paths.results}")
     if distributed.is_main():
         write_report_logged(prepared.run_dir, prepared.model)  # a failure is a warning; results are on disk
@@ -458,6 +459,7 @@ def plan_study(model=None, dataset=None, method=None, config_files=None, config_
     base = _absolute_paths(settings, config_files, config_dict)
     if not seeds:
         run_dir = Path(settings.get("run_dir") or default_run_dir(settings)).resolve()
+        _refuse_other_kind(run_dir, study=False)
         return Study(settings, None, (Job(None, model, dataset, method, base["config_files"],
                                           {**base["config_dict"], "run_dir": str(run_dir)}),), notices)
     if "seed" in user_values(config_files, config_dict):
@@ -468,6 +470,7 @@ def plan_study(model=None, dataset=None, method=None, config_files=None, config_
     if hooks:
         raise ConfigError("seeds", seeds, "null under tune (each trial is one run at one seed)")
     root = Path(settings.get("run_dir") or default_study_dir(settings)).resolve()
+    _refuse_other_kind(root, study=True)
     study_paths = paths.StudyPaths(root)
     jobs = tuple(
         Job(seed, model, dataset, method, base["config_files"],
@@ -475,6 +478,19 @@ def plan_study(model=None, dataset=None, method=None, config_files=None, config_
         for seed in seeds
     )
     return Study(settings, root, jobs, notices)
+
+
+def _refuse_other_kind(root: Path, study: bool) -> None:
+    """A seed study's folder holds one run directory per seed and its
+    summary; a run's folder holds tickets.  Either written into the other
+    would overwrite its curve.png and mix two studies' files."""
+    run_paths, study_paths = paths.RunPaths(root), paths.StudyPaths(root)
+    if study and (run_paths.settings.exists() or run_paths.stored_tickets()):
+        raise ConfigError("run_dir", str(root), "a new folder for a study over seeds: this one is a single run's "
+                                                "directory (it holds settings.json or tickets)")
+    if not study and (study_paths.settings.exists() or study_paths.seed_runs()):
+        raise ConfigError("run_dir", str(root), "a new folder for a run without seeds: this one is a study over "
+                                                "seeds (give seeds, or one of its seed_* folders)")
 
 
 def _absolute_paths(settings: dict, config_files, config_dict) -> dict:

@@ -13,6 +13,7 @@ import sys
 
 from recbole_lth.core import paths
 from recbole_lth.core.compact import VALUE_FORMATS
+from recbole_lth.core.errors import RunDamaged
 from recbole_lth.deploy.export import export_recbole, export_ticket, record_evaluation
 from recbole_lth.views.compare import compare
 from recbole_lth.views.report import write_report
@@ -84,4 +85,10 @@ def main(argv: list[str]) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"recbole_lth: {err}", file=sys.stderr)
         return 2
+    except RunDamaged as err:  # a file of the run cannot be read: the message says how to rebuild it
+        print(f"recbole_lth: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a read-only run directory, a full disk: the file and the reason, no traceback
+        print(f"recbole_lth: {err.filename or 'a file'}: {err.strerror or err}", file=sys.stderr)
+        return 1
     return 0

@@ -278,3 +278,97 @@ def test_use_gpu_without_a_gpu_says_so(tmp_path, capsys):
         pytest.skip("a GPU is present")
     assert _cli(capsys, "--method=dense", "--use_gpu=True", f"--run_dir={tmp_path / 'run'}")[0] == 0
     assert "no CUDA device" in (tmp_path / "run" / "run.log").read_text()
+
+
+# Issue 35, items 3-5 ----------------------------------------------- damaged run directories
+@pytest.mark.parametrize("damage", ["missing", "empty", "cut mid-field"])
+def test_a_damaged_results_csv_is_refused_by_report_and_compare_and_rebuilt_by_a_rerun(
+        tmp_path, capsys, damage, trained_keys):
+    """Item 3: an empty results.csv was reported as "0 tickets" over report.md, and a row cut mid-field read a
+    metric as 0; compare silently took 0 rows."""
+    run_dir = tmp_path / "run"
+    args = ["--method=omp", "--target_sparsities=[0.5]", f"--run_dir={run_dir}"]
+    assert _cli(capsys, *args)[0] == 0
+    results, report = run_dir / "results.csv", run_dir / "report.md"
+    before, report_before = results.read_text(), report.read_text()
+    {"missing": lambda: results.unlink(), "empty": lambda: results.write_text(""),
+     "cut mid-field": lambda: results.write_text(before[:-4])}[damage]()
+    capsys.readouterr()
+    assert main(["report", str(run_dir)]) == (2 if damage == "missing" else 1)
+    assert main(["compare", str(run_dir), "--out", str(tmp_path / "cmp")]) == (2 if damage == "missing" else 1)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("recbole_lth:")]
+    assert len(err) == 2 and all(str(results) in line or "no results.csv" in line for line in err), err
+    if damage != "missing":
+        assert "re-run the command" in err[0] and ("empty" in err[0] or "cut short" in err[0]), err[0]
+    assert report.read_text() == report_before and not (tmp_path / "cmp").exists()
+    trained_keys.clear()
+    assert _cli(capsys, *args)[0] == 0 and trained_keys == []  # rebuilt from the tickets, nothing retrained
+    assert results.read_text() == before
+
+
+def test_a_rerun_stopped_by_a_damaged_ticket_keeps_every_row_of_results_csv(tmp_path, capsys):
+    """Item 4: the re-run stopped at the damaged ticket had rewritten results.csv with the rows before it."""
+    run_dir = tmp_path / "run"
+    args = ["--method=omp", "--target_sparsities=[0.5,0.8]", f"--run_dir={run_dir}"]
+    assert _cli(capsys, *args)[0] == 0
+    before = (run_dir / "results.csv").read_text()
+    assert len(_rows(run_dir)) == 3
+    weights = run_dir / "tickets" / "omp_0.5" / "ticket.pt"
+    weights.write_bytes(weights.read_bytes()[:100])
+    status, err = _cli(capsys, *args)
+    assert status == 1 and len(err) == 1 and "omp_0.5" in err[0], err
+    assert (run_dir / "results.csv").read_text() == before
+
+
+def test_a_seed_study_and_a_single_run_never_share_a_folder(tmp_path, capsys):
+    """Item 5: a seed study was accepted into an ordinary run directory (and the reverse), overwriting its
+    curve.png."""
+    single, study = tmp_path / "single", tmp_path / "study"
+    assert _cli(capsys, "--method=dense", f"--run_dir={single}")[0] == 0
+    assert _cli(capsys, "--method=dense", "--seeds=[2020]", f"--run_dir={study}")[0] == 0
+    listings = {d: sorted(p.relative_to(d) for p in d.rglob("*")) for d in (single, study)}
+    status, err = _cli(capsys, "--method=dense", "--seeds=[2020,2021]", f"--run_dir={single}")
+    assert status == 2 and len(err) == 1 and "a new folder for a study over seeds" in err[0], err
+    status, err = _cli(capsys, "--method=dense", f"--run_dir={study}")
+    assert status == 2 and len(err) == 1 and "this one is a study over seeds" in err[0], err
+    assert {d: sorted(p.relative_to(d) for p in d.rglob("*")) for d in (single, study)} == listings
+    assert _cli(capsys, "--method=dense", f"--run_dir={study / 'seed_2020'}", "--seed=2020")[0] == 0  # one seed's run
+
+
+@pytest.mark.parametrize("name", ["settings.json", "tables.json"])
+def test_a_truncated_json_file_is_named_by_report_and_compare(tmp_path, capsys, name):
+    """Tracebacks item: a truncated json file said 'Expecting value: line 4 column 4' and named no file."""
+    run_dir = tmp_path / "run"
+    assert _cli(capsys, "--method=omp", "--target_sparsities=[0.5]", f"--run_dir={run_dir}")[0] == 0
+    damaged = run_dir / name
+    if not damaged.exists():
+        pytest.skip(f"this run wrote no {name}")
+    damaged.write_text(damaged.read_text()[:20])
+    capsys.readouterr()
+    status = main(["report", str(run_dir)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("recbole_lth:")]
+    assert status in (1, 2) and len(err) == 1 and str(damaged) in err[0], err
+
+
+def test_compare_into_an_existing_file_is_one_line(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert _cli(capsys, "--method=dense", f"--run_dir={run_dir}")[0] == 0
+    (tmp_path / "taken").write_text("mine")
+    capsys.readouterr()
+    assert main(["compare", str(run_dir), "--out", str(tmp_path / "taken")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out=" in err[0] and (tmp_path / "taken").read_text() == "mine", err
+
+
+def test_a_run_directory_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch):
+    """A read-only run directory gave PermissionError tracebacks in report, export and compare (root ignores
+    file modes, so the OS's refusal is raised where the report writes)."""
+    from recbole_lth import commands
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "run" / "report.md"))
+
+    monkeypatch.setattr(commands, "write_report", refused)
+    assert commands.main(["report", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"recbole_lth: {tmp_path / 'run' / 'report.md'}: Permission denied"]

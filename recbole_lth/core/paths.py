@@ -186,6 +186,10 @@ class StudyPaths:
     def seed_run(self, seed: int) -> Path:
         return self.root / f"seed_{int(seed)}"
 
+    def seed_runs(self) -> list[Path]:
+        """The seed folders already in the study (any seeds, any command)."""
+        return sorted(self.root.glob("seed_*")) if self.root.is_dir() else []
+
     @property
     def summary_csv(self) -> Path:
         return self.root / "summary.csv"
@@ -266,7 +270,12 @@ def write_json(path, data) -> Path:
 
 
 def read_json(path):
-    return json.loads(Path(path).read_text())
+    """A damaged file's error names the file: json's own names only a line
+    and a column, which says nothing when a command reads five files."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is damaged ({err.msg}: line {err.lineno} column {err.colno})") from err
 
 
 def write_csv(path, rows: list[dict]) -> Path:

@@ -23,6 +23,7 @@ from recbole_lth.core import checkpoint, paths, pruning, tasks
 from recbole_lth.core.errors import ConfigError, RunDamaged, TrainingDiverged, is_nan_loss
 from recbole_lth.core.masking import ParameterMask, full_masks
 from recbole_lth.engine import builder, distributed, parallel
+from recbole_lth.engine import results
 from recbole_lth.engine.results import plain, write_results
 from recbole_lth.engine.trainer import invalidate_caches, sparse_trainer
 
@@ -120,6 +121,8 @@ class Run:
     # How the dense ticket is made (``methods.dense.dense_ticket``, set by
     # ``api``: one ticket, or the best of a weight-decay grid); None: one ticket.
     make_dense: Callable[["Run"], Ticket] | None = None
+    # The rows results.csv held before this run wrote to it (read at the first row).
+    previous_rows: list | None = None
 
     # ------------------------------------------------------------- states
     @property
@@ -339,9 +342,17 @@ class Run:
             self.rows[same[0]] = row
         else:
             self.rows.append(row)
-        write_results(self.run_dir, self.rows)
+        if self.previous_rows is None:
+            self.previous_rows = results.previous_rows(self.run_dir)
+        write_results(self.run_dir, results.with_unreached(self.rows, self.previous_rows))
         if not same and self.on_row is not None:
             self.on_row(row, trained)
+
+    def write_rows(self) -> None:
+        """``results.csv`` as this run's plan made it, once every method has
+        planned: rows of an earlier run the plan no longer makes are gone."""
+        if self.claims is None and self.rows:
+            write_results(self.run_dir, self.rows)
 
     def row_start(self, key: str, round_idx: int, target_sparsity: float, method: str | None = None) -> dict:
         """The columns every row begins with."""

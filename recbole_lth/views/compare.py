@@ -161,12 +161,13 @@ def compare(run_dirs, out_dir="lth_compare") -> Path:
     if missing:
         raise FileNotFoundError(f"no results.csv in: {', '.join(missing)}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    runs = []
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out={out_dir}: allowed values are a folder to write comparison.md into, not a file")
+    runs = []  # every run is read (and a damaged one refused) before anything is written
     for label, run_dir in zip(_run_labels(run_dirs), run_dirs):
         rows = [{"run": label, **row} for row in read_results(run_dir)]
         runs.append((label, run_dir, rows, read_settings(run_dir)))
+    out_dir.mkdir(parents=True, exist_ok=True)
     merged = [row for _, _, rows, _ in runs for row in rows]
     columns = columns_of(merged)
 
