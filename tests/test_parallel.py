@@ -131,6 +131,65 @@ def test_a_killed_worker_or_driver_loses_nothing_and_a_rerun_ends_the_same(seque
     assert all(n in (1, 2) for n in counts.values()), counts
 
 
+def test_workers_die_with_a_driver_killed_while_they_start_and_its_job_folder_is_swept(tmp_path):
+    """Issue 35, items 8 and 9: a driver SIGKILLed within ~3 s of starting its workers left them training every
+    ticket with parent 1 (they set PR_SET_PDEATHSIG only after importing torch), and each kill leaked a
+    recbole_lth_workers_* folder."""
+    from recbole_lth.engine import parallel
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    driver = subprocess.Popen(_cli(tmp_path / "run", "--workers=2"), cwd=tmp_path, stderr=subprocess.DEVNULL,
+                              env={**os.environ, "TMPDIR": str(temp)})
+    _wait_for(lambda: len(_workers(driver.pid)) == 2, timeout=60)
+    workers = _workers(driver.pid)
+    driver.kill()
+    driver.wait()
+    _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() and "Z" not in _state(pid) for pid in workers),
+              timeout=20)
+    leaked = list(temp.glob("recbole_lth_workers_*"))
+    assert [f.name.split("_")[3] for f in leaked] == [str(driver.pid)]
+    alive = temp / f"recbole_lth_workers_{os.getpid()}_mine"
+    alive.mkdir()
+    parallel.sweep_job_folders(temp)  # what the next driver does first
+    assert list(temp.glob("recbole_lth_workers_*")) == [alive]
+
+
+def _workers(pid: int) -> list[int]:
+    """The driver's worker interpreters (not whatever else it starts, ldconfig for ctypes say)."""
+    def is_worker(child: int) -> bool:
+        try:
+            return b"worker_process_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            return False
+
+    return [child for child in _children(pid) if is_worker(child)]
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+def test_workers_run_the_package_of_their_driver(tmp_path):
+    """Issue 35, item 10: workers imported the installed recbole_lth, mixing two versions' code when a checkout
+    ran beside another install."""
+    from recbole_lth.engine import parallel
+
+    entry = parallel.worker_entry(tmp_path / "worker_0.pkl")
+    package_root = str(Path(recbole_lth.__file__).resolve().parents[1])
+    assert f"sys.path.insert(0, {package_root!r})" in entry
+    assert entry.index("prctl") < entry.index("import worker_process_main")  # dies with the driver before imports
+    # A worker whose driver is already gone (its parent is not the driver) ends at once, before it imports torch
+    # or reads its job file (here: none, which would exit 1).
+    orphan = entry.replace(f"if os.getppid() != {os.getpid()}:", "if os.getppid() != -1:")
+    assert orphan != entry
+    done = subprocess.run([sys.executable, "-c", orphan], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == "", done.stderr[-500:]
+
+
 def test_a_ticket_that_fails_on_a_worker_stops_the_run_with_its_line(tmp_path, capsys):
     run_dir = tmp_path / "diverged"
     code = main([f"--run_dir={run_dir}", "--model=BPR", "--dataset=ml-100k", "--method=pep",

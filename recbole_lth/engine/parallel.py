@@ -208,16 +208,54 @@ def failure_of(err: BaseException, index: int) -> Failure:
     return Failure(code, str(err))
 
 
-def _die_with_parent() -> None:
-    """A worker must not outlive a killed driver (Linux; elsewhere it ends
-    after its current ticket when the driver is gone)."""
-    try:
-        import ctypes
-        import signal
+# The first lines a worker interpreter runs, before it imports torch or this
+# package (2-3 s): a driver SIGKILLed while they import left them running with
+# parent 1 (issue 35).  PR_SET_PDEATHSIG kills the worker with its driver; the
+# parent check covers a driver that died before the prctl.  The package's own
+# folder goes first on sys.path so that a checkout's workers run the
+# checkout's code, not another installed version.
+_WORKER_ENTRY = """\
+import ctypes, os, sys
+try:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL (Linux)
+except (OSError, AttributeError):
+    pass
+if os.getppid() != {driver}:
+    sys.exit(0)
+sys.path.insert(0, {package_root!r})
+from recbole_lth.engine.parallel import worker_process_main
+worker_process_main({job_file!r})
+"""
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+# A driver's job folder in the system temporary directory names its pid, so a
+# later driver can remove the folder of one that was killed (nothing else
+# would: a SIGKILL runs no cleanup).
+_JOB_FOLDER_PREFIX = "recbole_lth_workers_"
+
+
+def worker_entry(job_file: Path) -> str:
+    package_root = str(Path(__file__).resolve().parents[2])  # the folder that holds recbole_lth/
+    return _WORKER_ENTRY.format(driver=os.getpid(), package_root=package_root, job_file=str(job_file))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def sweep_job_folders(temp_dir: Path) -> None:
+    """Remove the job folders of drivers that no longer run."""
+    import shutil
+
+    for folder in temp_dir.glob(f"{_JOB_FOLDER_PREFIX}*_*"):
+        pid = folder.name[len(_JOB_FOLDER_PREFIX):].split("_", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def worker_process_main(job_file: str) -> None:
@@ -228,7 +266,6 @@ def worker_process_main(job_file: str) -> None:
 
     import torch
 
-    _die_with_parent()
     with open(job_file, "rb") as f:
         target, args, index, threads = pickle.load(f)
     torch.set_num_threads(threads)
@@ -251,14 +288,15 @@ def run_local(target, args: tuple, workers: int, threads: int, poll: Callable[[]
     import tempfile
     import time
 
-    with tempfile.TemporaryDirectory(prefix="recbole_lth_workers_") as folder:
+    sweep_job_folders(Path(tempfile.gettempdir()))
+    with tempfile.TemporaryDirectory(prefix=f"{_JOB_FOLDER_PREFIX}{os.getpid()}_") as folder:
         processes = []
         for index in range(workers):
             job_file = Path(folder) / f"worker_{index}.pkl"
             with open(job_file, "wb") as f:
                 pickle.dump((target, args, index, threads), f)
-            entry = f"from recbole_lth.engine.parallel import worker_process_main; worker_process_main({str(job_file)!r})"
-            processes.append((subprocess.Popen([sys.executable, "-c", entry]), job_file.with_suffix(".failed")))
+            processes.append((subprocess.Popen([sys.executable, "-c", worker_entry(job_file)]),
+                              job_file.with_suffix(".failed")))
         try:
             running = list(processes)
             while running:
