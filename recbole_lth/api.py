@@ -70,6 +70,9 @@ def settings_for(model=None, dataset=None, method=None, config_files=None, confi
     known = set(methods.all_keys()) | builder.recbole_keys(merged["model"], merged["dataset"]) | {"method"}
     check_unknown(given, known)
     names = methods.names(merged.get("method"))
+    for key in methods.foreign_keys(given, names):
+        raise ConfigError(key, given[key], f"nothing in a run of {', '.join(names)}: {key} is read by "
+                                           f"{' and '.join(methods.owners(key))} only (drop it, or add that method)")
     if len(names) == 1:
         merged["method"] = names[0]  # a one-method list (--method=[dsl]) is that method's run
         methods.check(merged)
@@ -90,8 +93,12 @@ def settings_for(model=None, dataset=None, method=None, config_files=None, confi
 
 
 def plugin_defaults(settings: dict) -> dict:
-    """The values of the plugin's layers for these settings' method(s), with no user input."""
-    return declared_defaults(settings["method"], methods.properties_files, settings.get("model"))
+    """The values these settings' keys take with no user input: RecBole's
+    own files for the model and dataset, under the plugin's layers for the
+    method(s).  A value given explicitly at its default (``--seed=2020``)
+    then names the same run directory as leaving it out."""
+    recbole = builder.recbole_values(settings["model"], settings["dataset"]) if settings.get("model") else {}
+    return {**recbole, **declared_defaults(settings["method"], methods.properties_files, settings.get("model"))}
 
 
 def _identity_dir(settings: dict, suffix: str = "") -> Path:
@@ -101,9 +108,10 @@ def _identity_dir(settings: dict, suffix: str = "") -> Path:
     label = "+".join(methods.names(settings["method"]))
     root = Path(settings.get("output_root") or "lth_runs")
     prefix = f"{settings['model']}-{settings['dataset']}-{label}-"
-    defaults = plugin_defaults(settings)
-    current = root / f"{prefix}{run_identity(settings, defaults)}{suffix}"
-    legacy = root / f"{prefix}{legacy_run_identity(settings, defaults)}{suffix}"
+    current = root / f"{prefix}{run_identity(settings, plugin_defaults(settings))}{suffix}"
+    # The legacy name hashed every RecBole key the user gave, even at RecBole's default.
+    declared = declared_defaults(settings["method"], methods.properties_files, settings.get("model"))
+    legacy = root / f"{prefix}{legacy_run_identity(settings, declared)}{suffix}"
     return legacy if not current.exists() and legacy.exists() else current
 
 

@@ -37,6 +37,11 @@ def parse_args(argv: list[str]) -> dict:
     return options
 
 
+# Ctrl-C: one line instead of a traceback per process (every ticket is
+# written atomically, so nothing finished is lost).
+INTERRUPTED = "recbole_lth: interrupted (Ctrl-C); every finished ticket is kept, and the same command resumes"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in commands.COMMANDS:  # report / export / compare on finished run directories
@@ -78,5 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     except RankFailed as err:  # a process of a --nproc run: its one line and exit code
         print(f"recbole_lth: {err}", file=sys.stderr)
         return err.exit_code
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     print(f"results: {result.results_csv}")
     return 0

@@ -91,4 +91,7 @@ def main(argv: list[str]) -> int:
     except OSError as err:  # a read-only run directory, a full disk: the file and the reason, no traceback
         print(f"recbole_lth: {err.filename or 'a file'}: {err.strerror or err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # every file is written atomically: what was there is still there
+        print("recbole_lth: interrupted (Ctrl-C); the run directory is as it was", file=sys.stderr)
+        return 130
     return 0

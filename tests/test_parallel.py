@@ -173,6 +173,24 @@ def _state(pid: int) -> str:
         return "Z"
 
 
+def test_ctrl_c_with_workers_is_one_line_and_the_same_command_resumes(sequential, tmp_path):
+    """Issue 35: Ctrl-C gave KeyboardInterrupt tracebacks, three with two workers."""
+    run_dir = tmp_path / "interrupted"
+    driver = subprocess.Popen(_cli(run_dir, "--workers=2"), cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    _wait_for(lambda: len(paths.RunPaths(run_dir).stored_tickets()) >= 1)
+    workers = _workers(driver.pid)
+    os.killpg(driver.pid, signal.SIGINT)  # what the terminal does: the whole foreground group
+    assert driver.wait(timeout=60) == 130
+    err = driver.stderr.read()
+    assert "Traceback" not in err and err.count("recbole_lth: interrupted") == 1, err[-2000:]
+    _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() and "Z" not in _state(pid) for pid in workers),
+              timeout=20)
+    done = subprocess.run(_cli(run_dir, "--workers=2"), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert_same_run(sequential, run_dir)
+
+
 def test_workers_run_the_package_of_their_driver(tmp_path):
     """Issue 35, item 10: workers imported the installed recbole_lth, mixing two versions' code when a checkout
     ran beside another install."""

@@ -372,3 +372,30 @@ def test_a_run_directory_that_cannot_be_written_is_one_line(tmp_path, capsys, mo
     assert commands.main(["report", str(tmp_path / "run")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"recbole_lth: {tmp_path / 'run' / 'report.md'}: Permission denied"]
+
+
+@pytest.mark.parametrize("arg, key", [("--seed=abc", "seed"), ("--seed=1.5", "seed"), ("--seed=-1", "seed"),
+                                      ("--seeds=[-1,2]", "seeds"), (f"--seeds=[1,{2 ** 32}]", "seeds")])
+def test_a_seed_numpy_cannot_take_is_one_line_naming_it(tmp_path, capsys, arg, key):
+    """--seed=abc gave numpy's TypeError (exit 1), and --seeds=[-1,2] was blamed on dataset=."""
+    status, err = _cli(capsys, "--method=dense", arg, f"--run_dir={tmp_path / 'run'}")
+    assert status == 2 and len(err) == 1 and f"invalid {key}=" in err[0] and "2**32" in err[0], err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_key_of_a_method_not_in_the_run_is_refused(tmp_path, capsys):
+    """--method=omp --dsl_min_ratio=5 exited 0 and changed the run's folder."""
+    status, err = _cli(capsys, "--method=omp", "--dsl_min_ratio=5", f"--run_dir={tmp_path / 'run'}")
+    assert status == 2 and len(err) == 1, err
+    assert "invalid dsl_min_ratio=5" in err[0] and "read by dsl only" in err[0], err[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_recbole_default_given_explicitly_names_the_same_run(tmp_path, capsys, trained_keys):
+    """--seed=2020 or --learning_rate=0.001 (RecBole's defaults) made a new folder and retrained every ticket."""
+    root = tmp_path / "runs"
+    assert _cli(capsys, "--method=dense", f"--output_root={root}")[0] == 0
+    assert _cli(capsys, "--method=dense", f"--output_root={root}", "--seed=2020", "--learning_rate=0.001")[0] == 0
+    assert len(list(root.iterdir())) == 1 and trained_keys == ["dense"]
+    assert _cli(capsys, "--method=dense", f"--output_root={root}", "--seed=7")[0] == 0  # another value: another run
+    assert len(list(root.iterdir())) == 2

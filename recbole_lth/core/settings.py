@@ -161,6 +161,11 @@ def check_keys(settings: dict, keys: Iterable[Key]) -> None:
         key.check(settings)
 
 
+# numpy's seeds are 32-bit: RecBole's init_seed fails on anything else, late and
+# blaming the dataset.
+SEED_LIMIT = 2 ** 32
+
+
 # The keys every run has (methods and distillation declare their own).
 COMMON_KEYS = (
     Key("prune_params",
@@ -196,8 +201,8 @@ COMMON_KEYS = (
              "once (the same model, float rounding aside); False: RecBole's own forward"),
     Key("seeds", "run the whole study once per RecBole seed (one run directory each, in one study folder with "
         "summary.csv/.md/.tex: mean, std, paired CI and t test against each seed's dense ticket); null: one run "
-        "at RecBole's seed", "null or a non-empty list of distinct whole numbers",
-        lambda x: x is None or (isinstance(x, list) and bool(x) and all(is_whole(v) for v in x)
+        "at RecBole's seed", "null or a non-empty list of distinct whole numbers in [0, 2**32)",
+        lambda x: x is None or (isinstance(x, list) and bool(x) and all(is_whole(v) and 0 <= v < SEED_LIMIT for v in x)
                                 and len(set(x)) == len(x))),
     number_key("workers", "independent tickets (seeds, methods, targets) trained at once in this many worker "
                "processes (or Ray tasks); 1: one after another in this process", 1, whole=True),
@@ -233,6 +238,7 @@ RECBOLE_KEYS = (
     number_key("eval_step", "RecBole: epochs between validations (selection on validation needs >= 1)", 1,
                whole=True),
     number_key("weight_decay", "RecBole: L2 of the learner", 0),
+    Key("seed", "RecBole: the random seed", "a whole number in [0, 2**32)", lambda x: is_whole(x) and 0 <= x < SEED_LIMIT),
 )
 
 

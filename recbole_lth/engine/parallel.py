@@ -178,8 +178,18 @@ def check(settings: dict, hooks: tuple = ()) -> list[str]:
 def check_ray_address(address: str | None) -> None:
     """A ``host:port`` that does not answer is refused at once (Ray itself
     would wait a long time before failing)."""
-    if not address or address == "auto":
+    if not address:
         return
+    if address == "auto":  # Ray's own lookup (RAY_ADDRESS, the last `ray start`), which fails late otherwise
+        from ray._private.services import canonicalize_bootstrap_address
+
+        try:
+            address = canonicalize_bootstrap_address("auto")
+        except ConnectionError:
+            raise ConfigError("ray_address", "auto", "auto only where a Ray cluster runs (none was found: start one "
+                              "with `ray start --head`), its host:port, or null for a local Ray instance") from None
+        if address is None:
+            return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     try:
         with socket.create_connection((host or "127.0.0.1", int(port)), timeout=3):
@@ -213,9 +223,11 @@ def failure_of(err: BaseException, index: int) -> Failure:
 # parent 1 (issue 35).  PR_SET_PDEATHSIG kills the worker with its driver; the
 # parent check covers a driver that died before the prctl.  The package's own
 # folder goes first on sys.path so that a checkout's workers run the
-# checkout's code, not another installed version.
+# checkout's code, not another installed version.  Ctrl-C reaches the whole
+# process group: only the driver takes it (three tracebacks came with two workers).
 _WORKER_ENTRY = """\
-import ctypes, os, sys
+import ctypes, os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it stops the workers and says so
 try:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL (Linux)
 except (OSError, AttributeError):

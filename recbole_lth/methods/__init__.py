@@ -86,6 +86,20 @@ def all_keys() -> dict[str, settings.Key]:
     return {key.name: key for key in keys}
 
 
+def foreign_keys(given: dict, chosen: list[str]) -> list[str]:
+    """Keys the user set that only methods outside ``chosen`` read
+    (``dsl_min_ratio`` in an omp run): they change nothing this run computes,
+    yet would change its identity and folder."""
+    own = {k.name for name in chosen for k in get(name).keys}
+    shared = {k.name for k in settings.COMMON_KEYS} | {k.name for k in distill.KEYS}
+    others = {k.name for m in METHODS.values() for k in m.keys} - own - shared
+    return sorted(k for k in given if k in others)
+
+
+def owners(key: str) -> list[str]:
+    return [m.name for m in METHODS.values() if m.base is None and any(k.name == key for k in m.keys)]
+
+
 def check(merged: dict) -> None:
     """Every check that needs no dataset and no model, for one method's settings."""
     method = get(merged.get("method"))
