@@ -33,6 +33,7 @@ from recbole_lth import api, methods
 from recbole_lth.core import paths
 from recbole_lth.core.errors import ConfigError, TrainingDiverged
 from recbole_lth.core.settings import parse_value
+from recbole_lth.engine import parallel
 from recbole_lth.engine.run import TicketHook
 
 logger = logging.getLogger("recbole_lth")
@@ -126,10 +127,24 @@ def check_space(space: dict, model, dataset, method, config_files, config_dict: 
     those first values."""
     first = {name: range_values(kind, spec)[0] for name, (kind, spec) in space.items()}
     settings, views = api.settings_for(model, dataset, method, config_files, {**config_dict, **first})
+    _check_one_process(settings)
     for name, (kind, spec) in space.items():
         for value in range_values(kind, spec)[1:]:
-            api.settings_for(model, dataset, method, config_files, {**config_dict, **first, name: value})
+            _check_one_process(api.settings_for(model, dataset, method, config_files,
+                                                {**config_dict, **first, name: value})[0])
     return settings, views
+
+
+def _check_one_process(settings: dict) -> None:
+    """What a trial's run would refuse because trials run in one process,
+    refused before the study's files are written (a refusal in trial 0 left
+    trial 0 RUNNING in study.log, and a params file with ``workers choice
+    [1,2]`` trained trial 0 first)."""
+    parallel.check(settings, hooks=(PruneOnValidation,))
+    if settings.get("seeds"):
+        raise ConfigError("seeds", settings["seeds"], "null under tune (each trial is one run at one seed)")
+    if settings.get("nproc") is not None:
+        raise ConfigError("nproc", settings["nproc"], "nothing: tune runs its trials in one process")
 
 
 class PruneOnValidation(TicketHook):
@@ -193,11 +208,17 @@ def _resume(study, where: paths.TunePaths, space: dict) -> list[dict]:
         row = paths.read_json(row_path) if row_path.is_file() else None
         if trial.state == TrialState.RUNNING:
             if row is None:
-                study.enqueue_trial(trial.params)
+                drawn = set(trial.params) == set(space)
+                if drawn:
+                    study.enqueue_trial(trial.params)
+                # else killed between two draws: the next trial's sampler, seeded as
+                # this one's was, draws all of them again as the uninterrupted study did
                 params = in_file_terms(space, trial.params)
                 row = {"trial": trial.number, **{f"param[{k}]": v for k, v in params.items()},
                        "run_dir": str(where.trial_dir(trial.number)), "state": "interrupted",
-                       "note": "the process ended during this trial; its values are tried again in the next trial"}
+                       "note": "the process ended during this trial; " + (
+                           "its values are tried again in the next trial" if drawn else
+                           "it ended between two draws, so the next trial draws every value again")}
                 paths.write_json(row_path, row)
             _tell(study, trial.number, row)
         if row is not None:

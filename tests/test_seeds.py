@@ -118,3 +118,33 @@ def test_more_workers_than_gpus_is_refused(monkeypatch):
     with pytest.raises(ConfigError, match="at most 2, one worker per GPU") as err:
         parallel.check({"workers": 3, "executor": "local"})
     assert err.value.key == "workers"
+
+
+@pytest.mark.parametrize("reply", [None, b"HTTP/1.0 400 Bad request\r\n\r\n"])
+def test_a_ray_address_where_another_program_listens_is_refused_in_one_line(reply, tmp_path, capsys):
+    """A listener that is not Ray's gRPC server passed the connect check and
+    then left ray.init waiting past two minutes (issue 35)."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve():
+        conn, _ = server.accept()
+        if reply:
+            conn.recv(64)
+            conn.sendall(reply)
+        threading.Event().wait(5)  # silent: holds the connection open
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        code = main(["--model=BPR", "--dataset=ml-100k", "--method=omp", f"--output_root={tmp_path / 'out'}",
+                     "--executor=ray", f"--ray_address=127.0.0.1:{port}"])
+    finally:
+        server.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "ray_address=" in err[0], err
+    assert ("did not answer as Ray's gRPC server" if reply is None else "another program listens") in err[0]
+    assert not (tmp_path / "out").exists()

@@ -113,6 +113,52 @@ def test_a_killed_study_resumes_as_the_uninterrupted_one(tmp_path, tiny_data):
     assert [r["state"] for r in whole] == ["complete", "complete", whole[2]["state"]]
 
 
+# Killed in trial 1 between its two draws: Optuna's journal holds learning_rate only.
+KILLED_BETWEEN_DRAWS = """
+import os, signal, sys
+import optuna
+from recbole_lth import cli
+original = optuna.trial.Trial.suggest_categorical
+def suggest(self, name, choices):
+    if self.number == 1 and name == "embedding_size":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, name, choices)
+optuna.trial.Trial.suggest_categorical = suggest
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_trial_killed_between_two_draws_is_drawn_again_as_the_uninterrupted_one(tmp_path, tiny_data):
+    """Issue 35 item 11: re-queuing the drawn half gave embedding_size 16
+    where the uninterrupted study drew 8."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import recbole_lth
+
+    params = "learning_rate loguniform -6,-2\nembedding_size choice [4,8,16]\n"
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    env = {**os.environ, "PYTHONPATH": str(Path(recbole_lth.__file__).resolve().parents[1])}
+    args = [a for a in _tiny_args(tmp_path, tiny_data, killed, params=params) if not a.startswith("--embedding")]
+    proc = subprocess.run([sys.executable, "-c", KILLED_BETWEEN_DRAWS, *args], env=env, cwd=tmp_path,
+                          capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert main(args) == 0
+    assert main([a.replace(str(killed), str(whole)) for a in args]) == 0
+
+    def drawn(rows):
+        return [(r["param[learning_rate]"], r["param[embedding_size]"], r["state"], r.get("objective"))
+                for r in rows if r["state"] != "interrupted"]
+
+    resumed = _rows(killed)
+    assert [r["state"] for r in resumed].count("interrupted") == 1 and resumed[1]["state"] == "interrupted"
+    assert drawn(resumed) == drawn(_rows(whole))
+    assert len({r["param[embedding_size]"] for r in _rows(whole)} | {r["param[learning_rate]"] for r in _rows(whole)}) > 3
+
+
 def test_a_diverged_trial_is_a_failed_row_and_the_study_goes_on(tmp_path, tiny_data, monkeypatch):
     from recbole_lth import api
     from recbole_lth.core.errors import TrainingDiverged
@@ -147,13 +193,19 @@ def test_a_second_tune_process_is_refused(tmp_path, tiny_data, capsys, trained_k
     assert trained_keys == [] and not (tune_dir / "study.log").exists()
 
 
-@pytest.mark.parametrize("params, refused", [
-    ("learning_rate choice [0.01]\nembedding_size choice [8,0]\n", "embedding_size=0"),
-    ("rewind_epoch quniform 0,5,1\n", "rewind_epoch=5"),
+@pytest.mark.parametrize("params, extra, refused", [
+    ("learning_rate choice [0.01]\nembedding_size choice [8,0]\n", [], "embedding_size=0"),
+    ("rewind_epoch quniform 0,5,1\n", [], "rewind_epoch=5"),
+    # trials run in one process: refused before study.log and tune.lock are written (issue 35, item 12)
+    ("workers choice [1,2]\n", [], "workers=2"),
+    ("learning_rate choice [0.01]\n", ["--workers=2"], "workers=2"),
+    ("learning_rate choice [0.01]\n", ["--executor=ray"], "executor='ray'"),
+    ("learning_rate choice [0.01]\n", ["--seeds=[1,2]"], "seeds="),
+    ("learning_rate choice [0.01]\n", ["--nproc=2"], "nproc=2"),
 ])
-def test_every_value_of_every_range_is_checked_before_the_first_trial(params, refused, tmp_path, tiny_data,
+def test_every_value_of_every_range_is_checked_before_the_first_trial(params, extra, refused, tmp_path, tiny_data,
                                                                        capsys, trained_keys):
-    assert main(_tiny_args(tmp_path, tiny_data, tmp_path / "tune", params=params)) == 2
+    assert main([*_tiny_args(tmp_path, tiny_data, tmp_path / "tune", params=params), *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and refused in err[0]
     assert trained_keys == [] and not (tmp_path / "tune").exists()

@@ -157,6 +157,8 @@ def check(settings: dict, hooks: tuple = ()) -> list[str]:
     if parallel and settings.get("nproc") is not None:
         raise ConfigError("nproc", settings["nproc"], "nothing with workers > 1 or executor ray (a ticket trains "
                           "in one worker; nproc splits one ticket's batches: choose one)")
+    if executor == "ray" and hooks:
+        raise ConfigError("executor", executor, "local under tune (trials run in one process)")
     if parallel and hooks:
         raise ConfigError("workers", workers, "1 under tune (trials run in one process)")
     if executor != "ray" and settings.get("ray_address"):
@@ -192,11 +194,34 @@ def check_ray_address(address: str | None) -> None:
             return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=3):
-            return
+        answer = _grpc_answer(host or "127.0.0.1", int(port))
     except (OSError, ValueError) as err:
+        answer = f"does not answer: {err}"
+    if answer:
         raise ConfigError("ray_address", address, f"the address of a running Ray cluster, host:port (this one "
-                          f"does not answer: {err}), auto, or null for a local Ray instance") from None
+                          f"{answer}), auto, or null for a local Ray instance")
+
+
+# HTTP/2's client preface and an empty SETTINGS frame: Ray's GCS and its client
+# server are gRPC servers, which answer with a SETTINGS frame.  A listener that
+# is not one passed a bare connect and then left ray.init waiting for minutes.
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _grpc_answer(host: str, port: int, timeout: float = 3.0) -> str | None:
+    """None when a gRPC server listens at host:port, else what is wrong."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        sock.sendall(_HTTP2_HELLO)
+        head = b""
+        try:
+            while len(head) < 9 and (chunk := sock.recv(9 - len(head))):
+                head += chunk
+        except socket.timeout:
+            return f"accepts connections but did not answer as Ray's gRPC server within {timeout:g} s"
+    if len(head) == 9 and head[3] == 4:
+        return None
+    return "answers, but not as Ray's gRPC server (another program listens there)"
 
 
 # ----------------------------------------------------------- executors
@@ -352,6 +377,7 @@ def run_ray(target, args: tuple, workers: int, threads: int, poll: Callable[[], 
                  **({} if address else {"num_cpus": max(os.cpu_count() or 1, workers * threads)}))
     remote = ray.remote(num_cpus=threads, max_retries=0)(_ray_entry)
     try:
+        _refuse_unschedulable(ray, threads, address)
         pending = [remote.remote(target, args, i, threads) for i in range(workers)]
         while pending:
             done, pending = ray.wait(pending, timeout=0.5)
@@ -371,3 +397,12 @@ def run_ray(target, args: tuple, workers: int, threads: int, poll: Callable[[], 
         if started:
             ray.shutdown()
 
+
+
+def _refuse_unschedulable(ray, threads: int, address: str | None) -> None:
+    """A task asks for ``threads`` CPUs; on a cluster with no node that large
+    Ray waits for one forever, so the run hung with no message."""
+    largest = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")), default=0)
+    if largest < threads:
+        raise ConfigError("worker_threads", threads, f"at most {int(largest)}: each Ray task asks for worker_threads "
+                          f"CPUs and no node of the cluster at {address} has more than {int(largest)}")
