@@ -48,6 +48,7 @@ from recbole_lth.engine.run import TicketHook, TicketSpec
 from recbole_lth.engine.trainer import close_tensorboard, fused, invalidate_caches, tensorboard_in
 from recbole_lth.methods.base import Method
 from recbole_lth.sparse.row_adam import RowAdam
+from recbole_lth.sparse.schedule import SparsitySchedule
 
 logger = logging.getLogger("recbole_lth")
 
@@ -127,13 +128,17 @@ def final_sparsity(targets) -> float:
     return 1.0 - 0.75 * (1.0 - max(targets))
 
 
-def scheduled_sparsity(step: int, schedule_steps: int, final: float) -> float:
-    """The sparsity the pressure steers to at ``step``: ``final · (t/T)³``, a
+def pressure_schedule(schedule_steps, final: float) -> SparsitySchedule:
+    """What the pressure steers to: ``final · (t/T)³`` (``cubic_late``), a
     ramp that prunes little while the model learns and most near the end of
     ``schedule_steps`` (a target's mask is only as good as the model it is
     recorded from), then ``final``."""
-    progress = min(1.0, step / max(1, schedule_steps))
-    return final * progress ** 3
+    return SparsitySchedule(final=final, end=schedule_steps, shape="cubic_late")
+
+
+def scheduled_sparsity(step: int, schedule_steps: int, final: float) -> float:
+    """The sparsity the pressure steers to at ``step`` (:func:`pressure_schedule`)."""
+    return pressure_schedule(schedule_steps, final).at(step)
 
 
 class _StopSearch(Exception):
@@ -234,6 +239,7 @@ class PepSearch:
         self.steps_per_epoch = max(1, len(run.train_data))
         self.schedule_steps = max(1, round(settings["pep_schedule_epochs"] * self.steps_per_epoch))
         self.final_sparsity = final_sparsity(self.targets)
+        self.schedule = pressure_schedule(self.schedule_steps, self.final_sparsity)
 
     def _gather(self, name: str, module: nn.Embedding, soft: SoftThreshold, row_sparse: bool) -> None:
         lookup = F.embedding
@@ -301,7 +307,7 @@ class PepSearch:
                 self.slots[g].index_copy_(0, first.view(1), self._group_margins(g).unsqueeze(0))
                 self.source[g] = torch.where(newly[g], first, self.source[g])
         if self.pressure == "schedule":
-            wanted = scheduled_sparsity(self.step, self.schedule_steps, self.final_sparsity)
+            wanted = self.schedule.at(self.step)
             for g, offset in enumerate(self.offsets):
                 offset += GAIN * (wanted - (1.0 - nonzero[g].double() / self.numel[g])).to(offset.dtype)
 
