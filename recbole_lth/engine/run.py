@@ -51,6 +51,16 @@ class TicketHook:
         return ""
 
 
+class RowFields(TicketHook):
+    """Fixed columns on a ticket's row (a shared search's cost and where it recorded the ticket's mask)."""
+
+    def __init__(self, fields: dict):
+        self.fields = dict(fields)
+
+    def row_fields(self) -> dict:
+        return dict(self.fields)
+
+
 def _metrics_text(result) -> str:
     return ", ".join(f"{k}={plain(v):.4f}" for k, v in (result or {}).items())
 
