@@ -17,8 +17,9 @@ from recbole_lth.methods import gmp
 from conftest import QUICK
 
 # 20 steps an epoch on ml-100k: prunes every 5 steps from step 0 to step 40 (epoch 2), then one epoch at 0.8.
-GMP = {**QUICK, "epochs": 3, "target_sparsities": [0.5, 0.8], "gmp_start_epoch": 0, "gmp_end_epoch": 2,
-       "gmp_frequency": 5, "learning_rate": 0.01}
+KEYS = {"epochs": 3, "target_sparsities": [0.5, 0.8], "gmp_start_epoch": 0, "gmp_end_epoch": 2, "gmp_frequency": 5,
+        "learning_rate": 0.01}
+GMP = {**QUICK, **KEYS}
 
 
 class StartWeights(TicketHook):
@@ -149,3 +150,21 @@ def test_a_nan_in_the_pruning_run_is_one_line_and_exit_1(tmp_path, capsys):
     assert main(argv) == 1
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("recbole_lth:")]
     assert len(err) == 1 and "gmp's pruning run" in err[0] and "NaN" in err[0] and "learning_rate" in err[0], err
+
+
+@pytest.mark.parametrize("model, scope", [("LightGCN", "global"), ("MultiVAE", "per_table"), ("NeuMF", "per_table"),
+                                          ("CDAE", "global"), ("NGCF", "global")])
+def test_other_backbones_and_scopes(quick_run, model, scope):
+    # The autoencoders step once per batch of users: small batches give several steps per epoch.
+    batch = {"train_batch_size": 32} if model in ("MultiVAE", "CDAE") else {}
+    result = quick_run(model, "gmp", **{**KEYS, "epochs": 2, "gmp_end_epoch": 1, "target_sparsities": [0.5],
+                                        "prune_scope": scope, **batch})
+    (row,) = result.rows
+    ticket = checkpoint.load(result.run_dir / "tickets" / "gmp_0.5" / "ticket.pt")
+    for name, mask in ticket["masks"].items():
+        kept = int(mask.sum())
+        if scope == "per_table":
+            assert kept == kept_count(mask.numel(), 0.5), name
+        assert torch.all(ticket["state_dict"][name][~mask] == 0)
+    assert row["active_params"] == kept_count(row["prunable_params"], 0.5) or scope == "per_table"
+    assert row["sparsity"] == pytest.approx(0.5, abs=1e-4) and row["best_epoch"] >= row["search_epoch"]
