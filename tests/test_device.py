@@ -152,18 +152,18 @@ def test_gmp_prunes_to_exact_counts_on_the_device_with_no_host_sync(runs, device
     keys = {"gmp_start_epoch": 0, "gmp_end_epoch": 1, "gmp_frequency": 3, "gmp_schedule": "cubic",
             "gmp_ticket": "trained", "target_sparsities": [0.3, 0.5]}
     run = dataclasses.replace(run, settings={**run.settings, **keys})
-    after_step = gmp.GradualPruning._after_step
+    after_step = gmp.GradualPruning.after_step
 
     def strict(self, *args):
         if device == "cuda":  # any host sync inside the step hook (prune steps included) raises
             torch.cuda.set_sync_debug_mode("error")
         try:
-            after_step(self, *args)
+            return after_step(self, *args)
         finally:
             if device == "cuda":
                 torch.cuda.set_sync_debug_mode("default")
 
-    monkeypatch.setattr(gmp.GradualPruning, "_after_step", strict)
+    monkeypatch.setattr(gmp.GradualPruning, "after_step", strict)
     search = gmp.GradualPruning(run, keys["target_sparsities"])
     result = search.fit()
     total = sum(p.numel() for p in run.prunable.values())

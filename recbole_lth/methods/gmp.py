@@ -40,7 +40,7 @@ from recbole_lth.core.masking import ParameterMask
 from recbole_lth.core.paths import target_ticket
 from recbole_lth.core.settings import choice_key, number_key
 from recbole_lth.engine.run import RowFields, TicketSpec
-from recbole_lth.engine.trainer import sparse_trainer
+from recbole_lth.engine.trainer import TrainingHook, sparse_trainer, train
 from recbole_lth.methods.base import Method
 from recbole_lth.sparse.schedule import PRUNING_SHAPES, SparsitySchedule
 
@@ -57,13 +57,10 @@ def schedule(settings: dict, steps_per_epoch: int) -> SparsitySchedule:
                             shape=settings["gmp_schedule"], every=int(settings["gmp_frequency"]))
 
 
-class _Done(Exception):
-    """Raised after the step at which the last target was recorded."""
-
-
-class GradualPruning:
+class GradualPruning(TrainingHook):
     """The pruning run: one training whose mask follows :func:`schedule`,
-    recording one exact-count mask per target."""
+    recording one exact-count mask per target (its ``after_step`` is the
+    trainer's step hook)."""
 
     def __init__(self, run, targets: list[float]):
         self.run, self.targets = run, sorted(targets)
@@ -95,20 +92,20 @@ class GradualPruning:
         if sparsity > self.sparsity:
             self._prune_to(sparsity)
 
-    def _after_step(self, optimizer, args, kwargs) -> None:
+    def after_step(self, trainer) -> bool:
+        """Python arithmetic on the step number; device work only at a prune step. True: every target recorded."""
         self.step += 1
         if not self.schedule.updates(self.step):
-            return
+            return False
         self.prune(self.schedule.at(self.step))
-        if len(self.recorded) == len(self.targets):
-            raise _Done
+        return len(self.recorded) == len(self.targets)
 
     def fit(self) -> dict:
         run, config = self.run, self.run.config
         run.restart(run.init_state())
         self.mask = ParameterMask(run.prunable)
-        trainer = sparse_trainer(config, run.model, self.mask, (), run.paths.tensorboard / f"{run.method}_search")
-        handle = trainer.optimizer.register_step_post_hook(self._after_step)
+        trainer = sparse_trainer(config, run.model, self.mask, (), run.paths.tensorboard / f"{run.method}_search",
+                                 hooks=(self,))
         started = perf_counter()
         try:
             with search_diverges("gmp's pruning run", lambda: f"step {self.step}", run.run_dir,
@@ -116,12 +113,8 @@ class GradualPruning:
                 if self.schedule.updates(0):  # gmp_start_epoch 0 with a target of 0: recorded before any step
                     self.prune(self.schedule.at(0))
                 if len(self.recorded) < len(self.targets):
-                    trainer.fit(run.train_data, None, verbose=True, saved=False,
-                                show_progress=bool(config["show_progress"]))
-        except _Done:
-            pass
+                    train(trainer, run.train_data, None, show_progress=bool(config["show_progress"]))
         finally:
-            handle.remove()
             trainer.close()
         if len(self.recorded) < len(self.targets):  # the checks keep gmp_end_epoch within epochs
             raise RuntimeError(f"gmp: the pruning run ended after {self.step} steps, before its end step "

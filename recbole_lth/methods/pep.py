@@ -41,11 +41,11 @@ from torch.nn.utils import parametrize
 
 from recbole_lth.backbones import table_axes
 from recbole_lth.core import paths
-from recbole_lth.core.errors import raise_if_search_diverged
+from recbole_lth.core.errors import search_diverges
 from recbole_lth.core.pruning import keep_top, kept_count
 from recbole_lth.core.settings import choice_key, number_key
 from recbole_lth.engine.run import TicketHook, TicketSpec
-from recbole_lth.engine.trainer import close_tensorboard, fused, invalidate_caches, tensorboard_in
+from recbole_lth.engine.trainer import TrainingHook, hooked_trainer, invalidate_caches, train
 from recbole_lth.methods.base import Method
 from recbole_lth.sparse.row_adam import RowAdam
 from recbole_lth.sparse.schedule import SparsitySchedule
@@ -141,10 +141,6 @@ def scheduled_sparsity(step: int, schedule_steps: int, final: float) -> float:
     return pressure_schedule(schedule_steps, final).at(step)
 
 
-class _StopSearch(Exception):
-    """Raised from the step hook once every target has been recorded."""
-
-
 # How fast the pressure b (log of the threshold scale) follows the schedule:
 # b += GAIN * (scheduled - actual sparsity) per step.  The sparsity changes by
 # at most ~0.5 per unit of b (it would take every weight to sit within a
@@ -153,7 +149,7 @@ class _StopSearch(Exception):
 GAIN = 1.0
 
 
-class PepSearch:
+class PepSearch(TrainingHook):
     """Soft-threshold search on a copy of ``run.model``; records one margin
     snapshot per (target, tensor group) the first time the target is reached.
 
@@ -316,7 +312,7 @@ class PepSearch:
             return self.snapshots[(g, t)]
         return self.slots[g][int(self.source[g, t])]
 
-    def _after_step(self, optimizer, args, kwargs) -> None:
+    def after_step(self, trainer) -> bool:
         updated = sum(adam.step() for adam in self.row_adams.values())
         self.step += 1
         self.step_tensor += 1
@@ -326,8 +322,7 @@ class PepSearch:
         if epoch_end or self.step % self.check_every == 0:
             self.record()
         # One host sync per epoch: stop once every target is recorded.
-        if epoch_end and bool(self.recorded.all()):
-            raise _StopSearch
+        return epoch_end and bool(self.recorded.all())
 
     def _check_interval(self, updated: int) -> int:
         """Steps between counts: the count reads every selected tensor, so when
@@ -354,15 +349,12 @@ class PepSearch:
 
     def trainer(self):
         """RecBole's trainer for the search's model, its optimizer holding the
-        thresholds, with the bookkeeping after every step (the caller removes
-        ``self.step_hook``)."""
-        from recbole.utils import get_trainer
-
+        thresholds, with the bookkeeping after every step (:meth:`after_step`;
+        the caller removes ``self.step_hook``, or closes the trainer)."""
         config = self.run.config
-        with tensorboard_in(self.run.paths.tensorboard / f"{self.run.method}_search"):
-            trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, self.model)
-        trainer.optimizer = fused(trainer._build_optimizer(params=self.optimizer_groups()), config["fused_optimizer"])
-        self.step_hook = trainer.optimizer.register_step_post_hook(self._after_step)
+        trainer = hooked_trainer(config, self.model, self.optimizer_groups(), hooks=(self,),
+                                 tensorboard_dir=self.run.paths.tensorboard / f"{self.run.method}_search")
+        self.step_hook = trainer.step_handle
         self.record()  # a target already met by the initial thresholds is recorded at step 0
         return trainer
 
@@ -372,20 +364,14 @@ class PepSearch:
         run.reseed()
         trainer = self.trainer()
         started = perf_counter()
-        stopped_early = False
         try:
-            trainer.fit(run.train_data, None, verbose=True, saved=False, show_progress=bool(config["show_progress"]))
-        except _StopSearch:
-            stopped_early = True
-        except ValueError as err:
-            raise_if_search_diverged(
-                err, "pep's threshold search", f"epoch {self.step // self.steps_per_epoch}", run.run_dir,
+            with search_diverges(
+                "pep's threshold search", lambda: f"epoch {self.step // self.steps_per_epoch}", run.run_dir,
                 f"learning_rate (now {config['learning_rate']}) or pep_lr (now {run.settings.get('pep_lr')})",
-            )
-            raise
+            ):
+                stopped_early = train(trainer, run.train_data, None, show_progress=bool(config["show_progress"]))
         finally:
-            self.step_hook.remove()
-            close_tensorboard(trainer)
+            trainer.close()
         seconds = perf_counter() - started
         return self._result(seconds, stopped_early)
 
