@@ -33,9 +33,9 @@ from recbole_lth.core import paths, pruning
 from recbole_lth.core.errors import search_diverges
 from recbole_lth.core.masking import ParameterMask
 from recbole_lth.core.settings import number_key
-from recbole_lth.engine.run import TicketHook, TicketSpec
+from recbole_lth.engine.run import RowFields, TicketSpec
 from recbole_lth.engine.trainer import TrainingHook, sparse_trainer, train
-from recbole_lth.methods.base import Method
+from recbole_lth.methods.base import Method, ignore_rewind
 
 logger = logging.getLogger("recbole_lth")
 
@@ -138,20 +138,8 @@ class EarlyBirdSearch:
         return {"masks": stored, "meta": meta}
 
 
-class EbRowFields(TicketHook):
-    """The search's cost, on every ticket's row (the search is shared)."""
-
-    def __init__(self, entry: dict, meta: dict):
-        self.fields = {"search_rounds": entry["search_rounds"], "search_epochs": meta["search_epochs"],
-                       "search_seconds": meta["search_seconds"]}
-
-    def row_fields(self) -> dict:
-        return dict(self.fields)
-
-
 def plan(run) -> None:
-    if run.settings["rewind_epoch"]:
-        logger.warning("eb rewinds its search rounds and tickets to the initial weights; rewind_epoch is ignored")
+    ignore_rewind(run, "eb rewinds its search rounds and tickets to the initial weights")
     targets = sorted(run.settings["target_sparsities"])
     masks, meta = run.searched(EarlyBirdSearch(run, targets).fit)
     for t, entry in enumerate(meta["targets"]):
@@ -159,7 +147,9 @@ def plan(run) -> None:
         run.ticket(TicketSpec(
             paths.target_ticket(run.method, target), round_idx=t + 1, target_sparsity=target,
             masks={n: masks[f"{t}/{n}"].to(run.device) for n in run.prunable}, start_state=run.init_state(),
-            hooks=(EbRowFields(entry, meta),),
+            # The search's cost, on every ticket's row (the search is shared).
+            hooks=(RowFields({"search_rounds": entry["search_rounds"], "search_epochs": meta["search_epochs"],
+                              "search_seconds": meta["search_seconds"]}),),
         ))
 
 

@@ -28,7 +28,6 @@ The pruning run's masks (and weights) are saved once (``search/gmp.pt``,
 """
 from __future__ import annotations
 
-import logging
 import math
 from time import perf_counter
 
@@ -41,10 +40,8 @@ from recbole_lth.core.paths import target_ticket
 from recbole_lth.core.settings import choice_key, number_key
 from recbole_lth.engine.run import RowFields, TicketSpec
 from recbole_lth.engine.trainer import TrainingHook, sparse_trainer, train
-from recbole_lth.methods.base import Method
+from recbole_lth.methods.base import Method, ignore_rewind
 from recbole_lth.sparse.schedule import PRUNING_SHAPES, SparsitySchedule
-
-logger = logging.getLogger("recbole_lth")
 
 TICKETS = ("trained", "rewind")
 
@@ -143,8 +140,7 @@ class GradualPruning(TrainingHook):
 
 
 def plan(run) -> None:
-    if run.settings["rewind_epoch"]:
-        logger.warning("gmp's tickets start from its pruning run or the initial weights; rewind_epoch is ignored")
+    ignore_rewind(run, "gmp's tickets start from its pruning run or the initial weights")
     trained = run.settings["gmp_ticket"] == "trained"
     masks, meta = run.searched(GradualPruning(run, run.settings["target_sparsities"]).fit)
     names = list(run.model.state_dict())

@@ -44,7 +44,7 @@ from recbole_lth.core import paths
 from recbole_lth.core.errors import search_diverges
 from recbole_lth.core.pruning import keep_top, kept_count
 from recbole_lth.core.settings import choice_key, number_key
-from recbole_lth.engine.run import TicketHook, TicketSpec
+from recbole_lth.engine.run import RowFields, TicketSpec
 from recbole_lth.engine.trainer import TrainingHook, hooked_trainer, invalidate_caches, train
 from recbole_lth.methods.base import Method
 from recbole_lth.sparse.row_adam import RowAdam
@@ -426,22 +426,6 @@ class PepSearch(TrainingHook):
         }
 
 
-class PepRowFields(TicketHook):
-    """Adds the search's crossing point and cost to a ticket's results row."""
-
-    def __init__(self, entry: dict, meta: dict):
-        self.fields = {
-            "pep_sparsity": entry["pep_sparsity"],
-            "search_step": entry["search_step"],
-            "search_epoch": entry["search_epoch"],
-            "search_seconds": meta["search_seconds"],
-            "search_epochs": meta["search_epochs"],
-        }
-
-    def row_fields(self) -> dict:
-        return dict(self.fields)
-
-
 def short_schedule(settings: dict, epochs) -> str | None:
     """Why ``schedule`` pressure cannot reach the largest target: ``epochs``
     (the search's limit) ends the search before ``pep_schedule_epochs``, where
@@ -496,7 +480,11 @@ def plan(run) -> None:
         mask = {n: masks[f"{t}/{n}"].to(run.device) for n in run.prunable}
         run.ticket(TicketSpec(
             key, round_idx=t + 1, target_sparsity=target, masks=mask, start_state=run.init_state(),
-            hooks=(PepRowFields(entry, meta),),
+            hooks=(RowFields({  # the search's crossing point and cost
+                "pep_sparsity": entry["pep_sparsity"], "search_step": entry["search_step"],
+                "search_epoch": entry["search_epoch"], "search_seconds": meta["search_seconds"],
+                "search_epochs": meta["search_epochs"],
+            }),),
         ))
 
 
