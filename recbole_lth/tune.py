@@ -155,20 +155,13 @@ class PruneOnValidation(TicketHook):
     def __init__(self, trial):
         self.trial, self.step = trial, 0
 
-    def attach(self, run, trainer) -> None:
+    def validated(self, trainer, epoch_idx, score) -> None:
         import optuna
 
-        real_valid = trainer._valid_epoch
-
-        def reported(valid_data, show_progress=False):
-            score, result = real_valid(valid_data, show_progress)
-            self.trial.report(float(score), self.step)
-            self.step += 1
-            if self.trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at evaluation {self.step}")
-            return score, result
-
-        trainer._valid_epoch = reported
+        self.trial.report(float(score), self.step)
+        self.step += 1
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at evaluation {self.step}")
 
 
 def objective_rows(rows: list[dict], method: str, settings: dict) -> list[dict]:

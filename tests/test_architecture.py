@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,25 @@ def test_every_subpackage_ships_in_the_wheel():
     listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(PACKAGE.parent).parts) for p in PACKAGE.rglob("__init__.py")}
     assert found <= listed, sorted(found - listed)
+
+
+# ------------------------------------------------------- the trainer adapter
+RECBOLE_PRIVATE = re.compile(r"_train_epoch|_valid_epoch|_build_optimizer|_full_sort_batch_eval|get_tensorboard")
+RECBOLE_STATE = ("stopping_step", "cur_step")  # early stopping's counters, as trainer attributes
+
+
+def test_one_adapter_touches_recboles_private_trainer_api():
+    """Methods get the training lifecycle from engine/trainer.py's TrainingHook and its
+    factory; no other module names RecBole's private trainer API or moves its
+    early-stopping counters (a RecBole release that changes them is fixed in one place)."""
+    named = {m for m, path in MODULES.items() if RECBOLE_PRIVATE.search(path.read_text())}
+    assert named == {"recbole_lth.engine.trainer"}
+    moved = {m for m, path in MODULES.items() for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Attribute) and node.attr in RECBOLE_STATE}
+    assert moved <= {"recbole_lth.engine.trainer"}
+
+
+def test_only_the_adapter_and_the_mask_core_hook_an_optimizer_step():
+    """A method's per-step work is ``TrainingHook.after_step``, registered by the adapter."""
+    hooking = {m for m, path in MODULES.items() if "register_step_" in path.read_text()}
+    assert hooking == {"recbole_lth.engine.trainer", "recbole_lth.core.masking"}

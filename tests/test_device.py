@@ -3,7 +3,7 @@
 
 ``benchmarks/gpu_check.py`` runs exactly this file on the GPU machine: the mask
 core through every optimizer RecBole builds (fused where torch has a kernel),
-DSL's exploration step, PEP's two recording paths (the host check the CPU
+DSL's exploration step, GMP's prune steps (no host sync), PEP's two recording paths (the host check the CPU
 uses, the sync-free slots CUDA uses), compact lookups, the KD losses, our
 checkpoints loaded with a map location, and an export reloaded compact.
 Everything runs on one prepared BPR ml-100k run per device (one epoch).
@@ -23,7 +23,7 @@ from recbole_lth.core.pruning import kept_count
 from recbole_lth.deploy import export
 from recbole_lth.engine import builder
 from recbole_lth.engine.trainer import evaluation_trainer, invalidate_caches, sparse_trainer
-from recbole_lth.methods import dsl, pep
+from recbole_lth.methods import dsl, gmp, pep
 from recbole_lth.sparse import distill
 
 from conftest import QUICK
@@ -141,6 +141,39 @@ def test_pep_host_check_and_sync_free_recording_give_the_same_masks(runs, device
         assert torch.equal(free["masks"][key], mask), key
     for t, target in enumerate(targets):
         assert sum(int(m.sum()) for k, m in free["masks"].items() if k.startswith(f"{t}/")) == kept_count(total, target)
+
+
+# ----------------------------------------------------------------------- GMP
+@pytest.mark.parametrize("device", DEVICES)
+def test_gmp_prunes_to_exact_counts_on_the_device_with_no_host_sync(runs, device, monkeypatch):
+    import dataclasses
+
+    run = runs(device)
+    keys = {"gmp_start_epoch": 0, "gmp_end_epoch": 1, "gmp_frequency": 3, "gmp_schedule": "cubic",
+            "gmp_ticket": "trained", "target_sparsities": [0.3, 0.5]}
+    run = dataclasses.replace(run, settings={**run.settings, **keys})
+    after_step = gmp.GradualPruning.after_step
+
+    def strict(self, *args):
+        if device == "cuda":  # any host sync inside the step hook (prune steps included) raises
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            return after_step(self, *args)
+        finally:
+            if device == "cuda":
+                torch.cuda.set_sync_debug_mode("default")
+
+    monkeypatch.setattr(gmp.GradualPruning, "after_step", strict)
+    search = gmp.GradualPruning(run, keys["target_sparsities"])
+    result = search.fit()
+    total = sum(p.numel() for p in run.prunable.values())
+    assert search.prunes >= 3 and set(search.recorded) == {0, 1}
+    for t, target in enumerate(keys["target_sparsities"]):
+        assert search.recorded[t]["masks"]["user_embedding.weight"].device.type == device
+        assert sum(int(m.sum()) for k, m in result["masks"].items()
+                   if k.startswith(f"{t}/") and "/weights/" not in k) == kept_count(total, target)
+    _assert_exact_zero(search.mask, device)
+    run.restart(run.init_state())  # the shared run's model, as the other checks expect it
 
 
 # --------------------------------------------------------------- compact

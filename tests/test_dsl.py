@@ -319,9 +319,10 @@ def test_an_early_stopped_dsl_ticket_still_runs_its_explorations(tmp_path):
     from recbole_lth import api, methods
 
     def run(method):
+        own = {"dsl_update_epochs": 1, "dsl_end_epoch": 4} if method == "dsl" else {}  # rp refuses dsl's keys
         prepared = api.prepare(model="BPR", dataset="ml-100k", method=method, config_dict={
-            **QUICK, "epochs": 8, "stopping_step": 0, "target_sparsities": [0.6], "dsl_update_epochs": 1,
-            "dsl_end_epoch": 4, "output_root": str(tmp_path / method)})
+            **QUICK, "epochs": 8, "stopping_step": 0, "target_sparsities": [0.6], **own,
+            "output_root": str(tmp_path / method)})
         prepared.ticket_hooks.append(WorseEveryEvaluation())
         methods.get(method).plan(prepared)
         return prepared.rows[0]

@@ -1,6 +1,8 @@
 """Errors the user can act on: each names the key and what is allowed."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 
 class ConfigError(ValueError):
     """Bad input, raised before any training starts."""
@@ -60,3 +62,14 @@ def raise_if_search_diverged(err: ValueError, search: str, when: str, run_dir, h
             f"{search}: the training loss became NaN in {when} (no ticket of this method was trained; finished "
             f"tickets are kept in {run_dir}); try a smaller {hints}"
         ) from err
+
+
+@contextmanager
+def search_diverges(search: str, when, run_dir, hints: str):
+    """``with search_diverges(...)``: a NaN loss inside is :func:`raise_if_search_diverged`'s
+    message; ``when()`` names where the search was when it failed."""
+    try:
+        yield
+    except ValueError as err:
+        raise_if_search_diverged(err, search, when(), run_dir, hints)
+        raise

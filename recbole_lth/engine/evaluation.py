@@ -7,8 +7,10 @@ it zero-fills and sums row by row: on yelp2018 (38k items) that sum alone costs
 twice the scoring.  Here the index tensors are built once per loader, on the
 model's device, and the Collector's ``rec.topk`` rows (a hit flag per top-K
 item, then the user's number of positives) come from a sorted lookup of the K
-items.  RecBole still scores and masks each batch (``_full_sort_batch_eval``)
-and its ``Evaluator`` computes every metric from the same ``DataStruct``.
+items.  RecBole still scores and masks each batch (its trainer's full-sort
+batch scoring, which the trainer adapter, :mod:`recbole_lth.engine.trainer`,
+exposes as ``full_sort_scores``) and its ``Evaluator`` computes every metric
+from the same ``DataStruct``.
 
 Anything else (sampled evaluation, sequential models, distributed runs,
 metrics that need every score, a trainer with its own ``evaluate``) goes to
@@ -123,15 +125,15 @@ def applies(trainer, eval_data, base_evaluate) -> bool:
 
 
 def collect(trainer, index: FullSortIndex, batches) -> None:
-    """Score every batch with RecBole's ``_full_sort_batch_eval`` and hand
-    the Collector its ``rec.items`` / ``rec.topk`` (one tensor each: the same
-    rows as its per-batch concatenation)."""
+    """Score every batch with RecBole's full-sort batch scoring
+    (``trainer.full_sort_scores``) and hand the Collector its ``rec.items`` /
+    ``rec.topk`` (one tensor each: the same rows as its per-batch concatenation)."""
     collector = trainer.eval_collector
     k = max(collector.topk)
     tops, rows = [], []
     for start, users, history in batches:
         # RecBole's own scoring and -inf writes (a model without full_sort_predict included).
-        _, scores, _, _ = trainer._full_sort_batch_eval((users, history, None, None))
+        scores = trainer.full_sort_scores(users, history)
         top = torch.topk(scores, k, dim=-1)[1]
         tops.append(top)
         rows.append(topk_rows(index, top, start))
@@ -159,7 +161,8 @@ def prepare_trainer(trainer, eval_data) -> None:
 
 class FullSortEvaluation:
     """Trainer mixin: RecBole's ``evaluate``, with the full-sort path's
-    per-batch host work done once per loader (see the module's docstring)."""
+    per-batch host work done once per loader (see the module's docstring);
+    the trainer class provides ``full_sort_scores(users, history)``."""
 
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):

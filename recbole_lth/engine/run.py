@@ -25,20 +25,23 @@ from recbole_lth.core.masking import ParameterMask, full_masks
 from recbole_lth.engine import builder, distributed, parallel
 from recbole_lth.engine import results
 from recbole_lth.engine.results import plain, write_results
-from recbole_lth.engine.trainer import invalidate_caches, sparse_trainer
+from recbole_lth.engine.trainer import TrainingHook, invalidate_caches, sparse_trainer, train
 
 logger = logging.getLogger("recbole_lth")
 
 
-class TicketHook:
+class TicketHook(TrainingHook):
     """Extends how one ticket trains, without touching RecBole's loop.
 
-    ``attach`` runs after the trainer is built (mask attached, optimizer
-    fresh) and before ``fit``: a hook may add ``trainer.mask.grad_observers``
-    (DSL), wrap ``trainer.loss_func`` (distillation) or add
-    ``trainer.epoch_callbacks``.  ``row_fields`` adds columns to the ticket's
-    results row once training is done.  ``diverged_hint`` names what the
-    hook adds to the loss, for the message when the loss becomes NaN.
+    It has the training lifecycle of :class:`~recbole_lth.engine.trainer.TrainingHook`
+    (after each step, at each epoch's end, whether early stopping may count
+    yet, whether an epoch may be selected, each validation's score; DSL's
+    exploration holds the patience until its mask freezes).  ``attach`` runs
+    after the trainer is built (mask attached, optimizer fresh) and before
+    training: a hook may add ``trainer.mask.grad_observers`` (DSL) or wrap
+    ``trainer.loss_func`` (distillation).  ``row_fields`` adds columns to the
+    ticket's results row once training is done.  ``diverged_hint`` names what
+    the hook adds to the loss, for the message when the loss becomes NaN.
     """
 
     def attach(self, run: "Run", trainer) -> None:
@@ -49,6 +52,16 @@ class TicketHook:
 
     def diverged_hint(self) -> str:
         return ""
+
+
+class RowFields(TicketHook):
+    """Fixed columns on a ticket's row (a shared search's cost and where it recorded the ticket's mask)."""
+
+    def __init__(self, fields: dict):
+        self.fields = dict(fields)
+
+    def row_fields(self) -> dict:
+        return dict(self.fields)
 
 
 def _metrics_text(result) -> str:
@@ -372,7 +385,7 @@ class Run:
         self.restart(spec.start_state)
         mask = ParameterMask(self.prunable, {n: m.to(self.device) for n, m in masks.items()})
         callbacks = [self._capture_rewind] if spec.capture_rewind else []
-        trainer = sparse_trainer(config, self.model, mask, callbacks, self.paths.tensorboard / key)
+        trainer = sparse_trainer(config, self.model, mask, callbacks, self.paths.tensorboard / key, hooks=hooks)
         trainer.start_epoch = start_epoch
         for hook in hooks:
             hook.attach(self, trainer)
@@ -382,10 +395,7 @@ class Run:
         )
         started = perf_counter()
         try:
-            trainer.fit(
-                self.train_data, self.valid_data, verbose=True, saved=True,
-                show_progress=bool(config["show_progress"]),
-            )
+            train(trainer, self.train_data, self.valid_data, show_progress=bool(config["show_progress"]))
         except ValueError as err:
             if not is_nan_loss(err):
                 raise

@@ -1,19 +1,32 @@
-"""RecBole trainers with a mask attached: thin wiring, no copy of the loop.
+"""The trainer adapter: the one module that touches RecBole's trainer internals.
 
-``sparse_trainer(config, model, mask)`` subclasses whatever trainer RecBole
-would pick for the model (``get_trainer``) with :class:`SparseTrainerMixin`.
-RecBole's own ``fit`` runs unchanged (its data loaders, early stopping on the
-validation metric, full-sort evaluator); the mixin only
+Methods change how a model trains through :class:`TrainingHook` (the
+lifecycle: after each optimizer step, at each epoch's end, whether early
+stopping may count an epoch yet, whether an epoch may be selected as the
+best, each validation's score), handed to one factory:
 
-* attaches the :class:`~recbole_lth.core.masking.ParameterMask` to the optimizer
-  (pruned weights stay exactly zero through every step), built as torch's
-  fused implementation of RecBole's learner where one exists,
-* keeps the best-on-validation weights in memory instead of pickling RecBole's
-  Config to disk, and remembers that epoch,
-* calls ``epoch_callbacks(trainer, epoch_idx)`` after every training epoch
-  (late rewinding captures its state there),
-* evaluates full-sort loaders with their index tensors built once per loader
-  (:mod:`recbole_lth.engine.evaluation`: RecBole's metrics, same results).
+* :func:`sparse_trainer` ``(config, model, mask, epoch_callbacks, tensorboard_dir, hooks)``:
+  whatever trainer RecBole picks for the model (``get_trainer``) with
+  :class:`SparseTrainerMixin`; RecBole's own ``fit`` runs unchanged (its data
+  loaders, early stopping on the validation metric, full-sort evaluator);
+  the mixin attaches the :class:`~recbole_lth.core.masking.ParameterMask`
+  to the optimizer (pruned weights stay exactly zero through every step),
+  built as torch's fused implementation of RecBole's learner where one
+  exists; keeps the best-on-validation weights in memory instead of pickling
+  RecBole's Config to disk, and remembers that epoch; calls
+  ``epoch_callbacks(trainer, epoch_idx)`` after every training epoch (late
+  rewinding captures its state there); evaluates full-sort loaders with their
+  index tensors built once per loader (:mod:`recbole_lth.engine.evaluation`).
+* :func:`hooked_trainer` ``(config, model, param_groups, hooks, tensorboard_dir)``:
+  the same lifecycle on a trainer with no mask whose optimizer holds the
+  given parameter groups (PEP's search: the weights and the thresholds).
+
+:func:`train` runs RecBole's ``fit`` and returns whether a hook stopped it.
+RecBole's private trainer API (``_train_epoch``, ``_valid_epoch``,
+``_build_optimizer``, ``_full_sort_batch_eval``, ``get_tensorboard``,
+``stopping_step``/``cur_step``) is used here and nowhere else
+(``tests/test_architecture.py``), so a RecBole release that changes it is
+fixed in this module.
 """
 from __future__ import annotations
 
@@ -60,8 +73,126 @@ def invalidate_caches(model) -> None:
             setattr(model, name, None)
 
 
-class SparseTrainerMixin(FullSortEvaluation):
-    def __init__(self, config, model, mask: ParameterMask, epoch_callbacks=()):
+class TrainingHook:
+    """The training lifecycle a method may hook into (every method a no-op by default).
+
+    ``after_step``: after each optimizer step (no host sync expected: it runs
+    every step); True stops the training now.  ``epoch_end``: after each
+    training epoch, before its validation; True stops the training after it.
+    ``patience_counts``: whether RecBole's early stopping may count this
+    epoch's validation (False holds the patience; it counts afresh from the
+    first epoch every hook allows).  ``selectable``: whether this epoch may be
+    selected as the best (False: validated and logged, never the best).
+    ``validated``: each validation's score, as RecBole computed it.
+    """
+
+    def after_step(self, trainer) -> bool | None:
+        return None
+
+    def epoch_end(self, trainer, epoch_idx: int) -> bool | None:
+        return None
+
+    def patience_counts(self, trainer, epoch_idx: int) -> bool:
+        return True
+
+    def selectable(self, trainer, epoch_idx: int) -> bool:
+        return True
+
+    def validated(self, trainer, epoch_idx: int, score: float) -> None:
+        pass
+
+
+class _Stop(Exception):
+    """A hook stopped the training (caught by :func:`train`)."""
+
+
+def _overrides(hook, name: str) -> bool:
+    return getattr(type(hook), name) is not getattr(TrainingHook, name)
+
+
+class _Adapter(FullSortEvaluation):
+    """What every trainer built here has: RecBole's full-sort batch scoring, by a public name."""
+
+    def full_sort_scores(self, users, history):
+        """RecBole's scores of a full-sort batch (its -inf writes on history included)."""
+        return self._full_sort_batch_eval((users, history, None, None))[1]
+
+
+class _Lifecycle(_Adapter):
+    """Runs the hooks' lifecycle inside RecBole's own ``fit``."""
+
+    hooks: tuple = ()
+    last_epoch = None  # the last training epoch that ended
+    _held_patience = None  # RecBole's stopping_step while a hook holds it
+    _step_handle = None
+
+    def use_hooks(self, hooks) -> None:
+        self.hooks = tuple(hooks)
+        self.watch_steps()
+
+    @property
+    def step_handle(self):
+        """The handle of the hooks' ``after_step`` on the optimizer (``.remove()``), or None."""
+        return self._step_handle
+
+    def watch_steps(self):
+        """(Re)register the hooks' ``after_step`` on the current optimizer; returns the handle (``.remove()``)."""
+        if self._step_handle is not None:
+            self._step_handle.remove()
+        stepping = [h for h in self.hooks if _overrides(h, "after_step")]
+        self._step_handle = None
+        if stepping and self.optimizer is not None:
+            def after_step(optimizer, args, kwargs):
+                if any([bool(h.after_step(self)) for h in stepping]):
+                    raise _Stop
+            self._step_handle = self.optimizer.register_step_post_hook(after_step)
+        return self._step_handle
+
+    def epoch_done(self, epoch_idx: int) -> None:
+        """The end of a training epoch: hooks, then whether early stopping may count it."""
+        self.last_epoch = epoch_idx
+        stop = any([bool(h.epoch_end(self, epoch_idx)) for h in self.hooks])
+        counts = all(h.patience_counts(self, epoch_idx) for h in self.hooks)
+        if not counts and self._held_patience is None:
+            self._held_patience, self.stopping_step = self.stopping_step, float("inf")
+        elif counts and self._held_patience is not None:  # counts afresh from here
+            self.stopping_step, self.cur_step, self._held_patience = self._held_patience, 0, None
+        if stop:
+            raise _Stop
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        self.epoch_done(epoch_idx)
+        return loss
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        score, result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        for hook in self.hooks:
+            hook.validated(self, self.last_epoch, score)
+        if not all(h.selectable(self, self.last_epoch) for h in self.hooks):
+            # NaN is never an improvement for RecBole's early stopping, in either direction.
+            score = float("nan")
+        return score, result
+
+    def close(self) -> None:
+        if self._step_handle is not None:
+            self._step_handle.remove()
+            self._step_handle = None
+        close_tensorboard(self)
+
+
+def train(trainer, train_data, valid_data=None, show_progress: bool = False) -> bool:
+    """RecBole's ``fit`` (the best epoch kept in memory when ``valid_data`` is
+    given); True when a hook stopped it."""
+    try:
+        trainer.fit(train_data, valid_data, verbose=True, saved=valid_data is not None, show_progress=show_progress)
+    except _Stop:
+        return True
+    return False
+
+
+class SparseTrainerMixin(_Lifecycle):
+    def __init__(self, config, model, mask: ParameterMask, epoch_callbacks=(), hooks=()):
         super().__init__(config, model)
         self.mask = mask
         self.mask.attach(self.optimizer)
@@ -69,9 +200,9 @@ class SparseTrainerMixin(FullSortEvaluation):
         self.best_state = None
         self.best_masks = None  # the mask of best_state (DSL changes masks while training)
         self.best_epoch = None
-        self.last_epoch = None
         # The loss RecBole's loop optimises; a TicketHook may wrap it (KD).
         self.loss_func = model.calculate_loss
+        self.use_hooks(hooks)
 
     def _build_optimizer(self, **kwargs):
         return fused(super()._build_optimizer(**kwargs), self.config["fused_optimizer"])
@@ -83,13 +214,14 @@ class SparseTrainerMixin(FullSortEvaluation):
         self.best_epoch = epoch
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        loss = super()._train_epoch(
-            train_data, epoch_idx, loss_func=loss_func or self.loss_func, show_progress=show_progress
-        )
+        return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func or self.loss_func,
+                                    show_progress=show_progress)
+
+    def epoch_done(self, epoch_idx: int) -> None:
         self.last_epoch = epoch_idx
         for callback in self.epoch_callbacks:
             callback(self, epoch_idx)
-        return loss
+        super().epoch_done(epoch_idx)
 
     def load_best(self) -> None:
         """Load the best-on-validation weights (or keep the last ones if
@@ -104,7 +236,7 @@ class SparseTrainerMixin(FullSortEvaluation):
 
     def close(self) -> None:
         self.mask.detach()
-        close_tensorboard(self)
+        super().close()
 
 
 def close_tensorboard(trainer) -> None:
@@ -137,24 +269,46 @@ def tensorboard_in(directory):
 _CLASSES: dict = {}
 
 
-def sparse_trainer(config, model, mask: ParameterMask, epoch_callbacks=(), tensorboard_dir=None):
+def _trainer_class(mixin, config):
     base = get_trainer(config["MODEL_TYPE"], config["model"])
-    if base not in _CLASSES:
-        _CLASSES[base] = type(f"Sparse{base.__name__}", (SparseTrainerMixin, base), {})
+    key = (mixin, base)
+    if key not in _CLASSES:
+        _CLASSES[key] = type(f"{mixin.PREFIX}{base.__name__}", (mixin, base), {})
+    return _CLASSES[key]
+
+
+SparseTrainerMixin.PREFIX = "Sparse"
+
+
+def sparse_trainer(config, model, mask: ParameterMask, epoch_callbacks=(), tensorboard_dir=None, hooks=()):
+    """RecBole's trainer for the model, ``mask`` attached, with the hooks' lifecycle."""
     with tensorboard_in(tensorboard_dir):
-        return _CLASSES[base](config, model, mask, epoch_callbacks)
+        return _trainer_class(SparseTrainerMixin, config)(config, model, mask, epoch_callbacks, hooks)
 
 
-class _EvaluationOnly(FullSortEvaluation):
+class _Hooked(_Lifecycle):
+    PREFIX = "Hooked"
+
+
+def hooked_trainer(config, model, param_groups, hooks=(), tensorboard_dir=None):
+    """RecBole's trainer for the model with no mask, its optimizer (RecBole's
+    learner, fused where torch has a kernel) over ``param_groups``, with the
+    hooks' lifecycle."""
+    with tensorboard_in(tensorboard_dir):
+        trainer = _trainer_class(_Hooked, config)(config, model)
+    trainer.optimizer = fused(trainer._build_optimizer(params=param_groups), config["fused_optimizer"])
+    trainer.use_hooks(hooks)
+    return trainer
+
+
+class _EvaluationOnly(_Adapter):
+    PREFIX = "Evaluating"
+
     def _build_optimizer(self, **kwargs):
         return None  # a compact model has no trainable parameters (BPR: none at all)
 
 
 def evaluation_trainer(config, model, tensorboard_dir=None):
     """RecBole's trainer for the model, for ``evaluate`` only (no optimizer)."""
-    base = get_trainer(config["MODEL_TYPE"], config["model"])
-    key = (_EvaluationOnly, base)
-    if key not in _CLASSES:
-        _CLASSES[key] = type(f"Evaluating{base.__name__}", (_EvaluationOnly, base), {})
     with tensorboard_in(tensorboard_dir):
-        return _CLASSES[key](config, model)
+        return _trainer_class(_EvaluationOnly, config)(config, model)

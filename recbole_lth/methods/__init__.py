@@ -8,7 +8,7 @@ from __future__ import annotations
 from recbole_lth import backbones
 from recbole_lth.core import pruning, settings
 from recbole_lth.core.errors import ConfigError
-from recbole_lth.methods import dense, dsl, eb, imp, lcm, omp, pep, rp, small_dense, snip
+from recbole_lth.methods import dense, dsl, eb, gmp, imp, lcm, omp, pep, rp, small_dense, snip
 from recbole_lth.methods.base import Method
 from recbole_lth.sparse import distill
 
@@ -22,6 +22,7 @@ _DECLARED = [
     dsl.METHOD,
     pep.METHOD,
     snip.METHOD,
+    gmp.METHOD,
     small_dense.METHOD,
     lcm.METHOD,
     # Distillation from the dense model: any method distils with kd_weight > 0;

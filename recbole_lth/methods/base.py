@@ -6,6 +6,7 @@ help lines, so ``--help``, the checks and the defaults never disagree.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -58,3 +59,9 @@ class Method:
     def properties_files(self) -> list[str]:
         """Its properties files, lowest priority first."""
         return ([f"{self.base}.yaml"] if self.base else []) + [f"{self.name}.yaml"]
+
+
+def ignore_rewind(run, why: str) -> None:
+    """A method whose tickets do not start from the rewind state: one warning when ``rewind_epoch`` is set."""
+    if run.settings["rewind_epoch"]:
+        logging.getLogger("recbole_lth").warning(f"{why}; rewind_epoch is ignored")

@@ -12,17 +12,13 @@
 """
 from __future__ import annotations
 
-import logging
-
 from recbole_lth.core.errors import ConfigError
 from recbole_lth.core.paths import target_ticket
 from recbole_lth.core.settings import bool_key, choice_key, number_key
 from recbole_lth.engine.run import TicketSpec
-from recbole_lth.methods.base import Method
+from recbole_lth.methods.base import Method, ignore_rewind
 from recbole_lth.methods.rp import random_masks
 from recbole_lth.sparse import dynamic
-
-logger = logging.getLogger("recbole_lth")
 
 KEYS = (
     number_key("dsl_update_epochs", "ΔT in epochs: explorations happen every round(ΔT x batches per epoch) "
@@ -81,8 +77,7 @@ def explorer(run) -> dynamic.Explorer:
 
 
 def plan(run) -> None:
-    if run.settings["rewind_epoch"]:
-        logger.warning("dsl trains from the initial weights; rewind_epoch is ignored")
+    ignore_rewind(run, "dsl trains from the initial weights")
     for i, sparsity in enumerate(run.settings["target_sparsities"], start=1):
         run.ticket(TicketSpec(
             target_ticket(run.method, sparsity), round_idx=i, target_sparsity=sparsity,

@@ -30,12 +30,12 @@ from time import perf_counter
 import torch
 
 from recbole_lth.core import paths, pruning
-from recbole_lth.core.errors import raise_if_search_diverged
+from recbole_lth.core.errors import search_diverges
 from recbole_lth.core.masking import ParameterMask
 from recbole_lth.core.settings import number_key
-from recbole_lth.engine.run import TicketHook, TicketSpec
-from recbole_lth.engine.trainer import sparse_trainer
-from recbole_lth.methods.base import Method
+from recbole_lth.engine.run import RowFields, TicketSpec
+from recbole_lth.engine.trainer import TrainingHook, sparse_trainer, train
+from recbole_lth.methods.base import Method, ignore_rewind
 
 logger = logging.getLogger("recbole_lth")
 
@@ -59,6 +59,26 @@ def mask_change(previous: dict, current: dict, survivors: dict) -> torch.Tensor:
     return changed / (2 * pruned.clamp(min=1))
 
 
+class _Settling(TrainingHook):
+    """A search round's epoch ends: the change of the round's prune since the
+    last epoch (one sync per epoch); stops once it settles, or at the search's
+    epoch limit."""
+
+    def __init__(self, search: "EarlyBirdSearch", masks: dict, point: float):
+        self.search, self.masks, self.point = search, masks, point
+        self.changes, self.previous, self.epochs = [], None, 0
+
+    def epoch_end(self, trainer, epoch_idx) -> bool:
+        self.epochs = epoch_idx + 1
+        current = self.search.candidate(self.masks, self.point)
+        if self.previous is not None:
+            self.changes.append(float(mask_change(self.previous, current, self.masks)))
+        self.previous = current
+        window, epsilon = self.search.window, self.search.epsilon
+        settled = len(self.changes) >= window and max(self.changes[-window:]) < epsilon
+        return settled or self.epochs >= self.search.max_epochs
+
+
 class EarlyBirdSearch:
     def __init__(self, run, targets: list[float]):
         self.run, self.targets = run, sorted(targets)
@@ -77,25 +97,17 @@ class EarlyBirdSearch:
         run, config = self.run, self.run.config
         run.restart(run.init_state())
         mask = ParameterMask(run.prunable, masks)
-        trainer = sparse_trainer(config, run.model, mask, (), run.paths.tensorboard / f"{run.method}_search")
-        changes, previous = [], None
+        settling = _Settling(self, masks, self.points[r])
+        trainer = sparse_trainer(config, run.model, mask, (), run.paths.tensorboard / f"{run.method}_search",
+                                 hooks=(settling,))
         try:
-            for epoch in range(self.max_epochs):
-                trainer._train_epoch(run.train_data, epoch, show_progress=bool(config["show_progress"]))
-                current = self.candidate(masks, self.points[r])
-                if previous is not None:
-                    changes.append(float(mask_change(previous, current, masks)))  # one sync per epoch
-                previous = current
-                if len(changes) >= self.window and max(changes[-self.window:]) < self.epsilon:
-                    break
-        except ValueError as err:
-            raise_if_search_diverged(err, "eb's search", f"round {r}", run.run_dir,
-                                     f"learning_rate (now {config['learning_rate']})")
-            raise
+            with search_diverges("eb's search", lambda: f"round {r}", run.run_dir,
+                                 f"learning_rate (now {config['learning_rate']})"):
+                train(trainer, run.train_data, None, show_progress=bool(config["show_progress"]))
         finally:
             trainer.close()
         mask.apply()
-        return epoch + 1, changes
+        return settling.epochs, settling.changes
 
     def fit(self) -> dict:
         run = self.run
@@ -126,20 +138,8 @@ class EarlyBirdSearch:
         return {"masks": stored, "meta": meta}
 
 
-class EbRowFields(TicketHook):
-    """The search's cost, on every ticket's row (the search is shared)."""
-
-    def __init__(self, entry: dict, meta: dict):
-        self.fields = {"search_rounds": entry["search_rounds"], "search_epochs": meta["search_epochs"],
-                       "search_seconds": meta["search_seconds"]}
-
-    def row_fields(self) -> dict:
-        return dict(self.fields)
-
-
 def plan(run) -> None:
-    if run.settings["rewind_epoch"]:
-        logger.warning("eb rewinds its search rounds and tickets to the initial weights; rewind_epoch is ignored")
+    ignore_rewind(run, "eb rewinds its search rounds and tickets to the initial weights")
     targets = sorted(run.settings["target_sparsities"])
     masks, meta = run.searched(EarlyBirdSearch(run, targets).fit)
     for t, entry in enumerate(meta["targets"]):
@@ -147,7 +147,9 @@ def plan(run) -> None:
         run.ticket(TicketSpec(
             paths.target_ticket(run.method, target), round_idx=t + 1, target_sparsity=target,
             masks={n: masks[f"{t}/{n}"].to(run.device) for n in run.prunable}, start_state=run.init_state(),
-            hooks=(EbRowFields(entry, meta),),
+            # The search's cost, on every ticket's row (the search is shared).
+            hooks=(RowFields({"search_rounds": entry["search_rounds"], "search_epochs": meta["search_epochs"],
+                              "search_seconds": meta["search_seconds"]}),),
         ))
 
 

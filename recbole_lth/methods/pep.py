@@ -41,13 +41,14 @@ from torch.nn.utils import parametrize
 
 from recbole_lth.backbones import table_axes
 from recbole_lth.core import paths
-from recbole_lth.core.errors import raise_if_search_diverged
+from recbole_lth.core.errors import search_diverges
 from recbole_lth.core.pruning import keep_top, kept_count
 from recbole_lth.core.settings import choice_key, number_key
-from recbole_lth.engine.run import TicketHook, TicketSpec
-from recbole_lth.engine.trainer import close_tensorboard, fused, invalidate_caches, tensorboard_in
+from recbole_lth.engine.run import RowFields, TicketSpec
+from recbole_lth.engine.trainer import TrainingHook, hooked_trainer, invalidate_caches, train
 from recbole_lth.methods.base import Method
 from recbole_lth.sparse.row_adam import RowAdam
+from recbole_lth.sparse.schedule import SparsitySchedule
 
 logger = logging.getLogger("recbole_lth")
 
@@ -127,17 +128,17 @@ def final_sparsity(targets) -> float:
     return 1.0 - 0.75 * (1.0 - max(targets))
 
 
-def scheduled_sparsity(step: int, schedule_steps: int, final: float) -> float:
-    """The sparsity the pressure steers to at ``step``: ``final · (t/T)³``, a
+def pressure_schedule(schedule_steps, final: float) -> SparsitySchedule:
+    """What the pressure steers to: ``final · (t/T)³`` (``cubic_late``), a
     ramp that prunes little while the model learns and most near the end of
     ``schedule_steps`` (a target's mask is only as good as the model it is
     recorded from), then ``final``."""
-    progress = min(1.0, step / max(1, schedule_steps))
-    return final * progress ** 3
+    return SparsitySchedule(final=final, end=schedule_steps, shape="cubic_late")
 
 
-class _StopSearch(Exception):
-    """Raised from the step hook once every target has been recorded."""
+def scheduled_sparsity(step: int, schedule_steps: int, final: float) -> float:
+    """The sparsity the pressure steers to at ``step`` (:func:`pressure_schedule`)."""
+    return pressure_schedule(schedule_steps, final).at(step)
 
 
 # How fast the pressure b (log of the threshold scale) follows the schedule:
@@ -148,7 +149,7 @@ class _StopSearch(Exception):
 GAIN = 1.0
 
 
-class PepSearch:
+class PepSearch(TrainingHook):
     """Soft-threshold search on a copy of ``run.model``; records one margin
     snapshot per (target, tensor group) the first time the target is reached.
 
@@ -234,6 +235,7 @@ class PepSearch:
         self.steps_per_epoch = max(1, len(run.train_data))
         self.schedule_steps = max(1, round(settings["pep_schedule_epochs"] * self.steps_per_epoch))
         self.final_sparsity = final_sparsity(self.targets)
+        self.schedule = pressure_schedule(self.schedule_steps, self.final_sparsity)
 
     def _gather(self, name: str, module: nn.Embedding, soft: SoftThreshold, row_sparse: bool) -> None:
         lookup = F.embedding
@@ -301,7 +303,7 @@ class PepSearch:
                 self.slots[g].index_copy_(0, first.view(1), self._group_margins(g).unsqueeze(0))
                 self.source[g] = torch.where(newly[g], first, self.source[g])
         if self.pressure == "schedule":
-            wanted = scheduled_sparsity(self.step, self.schedule_steps, self.final_sparsity)
+            wanted = self.schedule.at(self.step)
             for g, offset in enumerate(self.offsets):
                 offset += GAIN * (wanted - (1.0 - nonzero[g].double() / self.numel[g])).to(offset.dtype)
 
@@ -310,7 +312,7 @@ class PepSearch:
             return self.snapshots[(g, t)]
         return self.slots[g][int(self.source[g, t])]
 
-    def _after_step(self, optimizer, args, kwargs) -> None:
+    def after_step(self, trainer) -> bool:
         updated = sum(adam.step() for adam in self.row_adams.values())
         self.step += 1
         self.step_tensor += 1
@@ -320,8 +322,7 @@ class PepSearch:
         if epoch_end or self.step % self.check_every == 0:
             self.record()
         # One host sync per epoch: stop once every target is recorded.
-        if epoch_end and bool(self.recorded.all()):
-            raise _StopSearch
+        return epoch_end and bool(self.recorded.all())
 
     def _check_interval(self, updated: int) -> int:
         """Steps between counts: the count reads every selected tensor, so when
@@ -348,15 +349,12 @@ class PepSearch:
 
     def trainer(self):
         """RecBole's trainer for the search's model, its optimizer holding the
-        thresholds, with the bookkeeping after every step (the caller removes
-        ``self.step_hook``)."""
-        from recbole.utils import get_trainer
-
+        thresholds, with the bookkeeping after every step (:meth:`after_step`;
+        the caller removes ``self.step_hook``, or closes the trainer)."""
         config = self.run.config
-        with tensorboard_in(self.run.paths.tensorboard / f"{self.run.method}_search"):
-            trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, self.model)
-        trainer.optimizer = fused(trainer._build_optimizer(params=self.optimizer_groups()), config["fused_optimizer"])
-        self.step_hook = trainer.optimizer.register_step_post_hook(self._after_step)
+        trainer = hooked_trainer(config, self.model, self.optimizer_groups(), hooks=(self,),
+                                 tensorboard_dir=self.run.paths.tensorboard / f"{self.run.method}_search")
+        self.step_hook = trainer.step_handle
         self.record()  # a target already met by the initial thresholds is recorded at step 0
         return trainer
 
@@ -366,20 +364,14 @@ class PepSearch:
         run.reseed()
         trainer = self.trainer()
         started = perf_counter()
-        stopped_early = False
         try:
-            trainer.fit(run.train_data, None, verbose=True, saved=False, show_progress=bool(config["show_progress"]))
-        except _StopSearch:
-            stopped_early = True
-        except ValueError as err:
-            raise_if_search_diverged(
-                err, "pep's threshold search", f"epoch {self.step // self.steps_per_epoch}", run.run_dir,
+            with search_diverges(
+                "pep's threshold search", lambda: f"epoch {self.step // self.steps_per_epoch}", run.run_dir,
                 f"learning_rate (now {config['learning_rate']}) or pep_lr (now {run.settings.get('pep_lr')})",
-            )
-            raise
+            ):
+                stopped_early = train(trainer, run.train_data, None, show_progress=bool(config["show_progress"]))
         finally:
-            self.step_hook.remove()
-            close_tensorboard(trainer)
+            trainer.close()
         seconds = perf_counter() - started
         return self._result(seconds, stopped_early)
 
@@ -432,22 +424,6 @@ class PepSearch:
                 "final_sparsity": {n: round(v, 6) for n, v in final.items()},
             },
         }
-
-
-class PepRowFields(TicketHook):
-    """Adds the search's crossing point and cost to a ticket's results row."""
-
-    def __init__(self, entry: dict, meta: dict):
-        self.fields = {
-            "pep_sparsity": entry["pep_sparsity"],
-            "search_step": entry["search_step"],
-            "search_epoch": entry["search_epoch"],
-            "search_seconds": meta["search_seconds"],
-            "search_epochs": meta["search_epochs"],
-        }
-
-    def row_fields(self) -> dict:
-        return dict(self.fields)
 
 
 def short_schedule(settings: dict, epochs) -> str | None:
@@ -504,7 +480,11 @@ def plan(run) -> None:
         mask = {n: masks[f"{t}/{n}"].to(run.device) for n in run.prunable}
         run.ticket(TicketSpec(
             key, round_idx=t + 1, target_sparsity=target, masks=mask, start_state=run.init_state(),
-            hooks=(PepRowFields(entry, meta),),
+            hooks=(RowFields({  # the search's crossing point and cost
+                "pep_sparsity": entry["pep_sparsity"], "search_step": entry["search_step"],
+                "search_epoch": entry["search_epoch"], "search_seconds": meta["search_seconds"],
+                "search_epochs": meta["search_epochs"],
+            }),),
         ))
 
 

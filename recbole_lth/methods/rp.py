@@ -1,14 +1,10 @@
 """RP: per target, a uniformly random mask over the same initial weights, trained."""
 from __future__ import annotations
 
-import logging
-
 from recbole_lth.core import pruning
 from recbole_lth.core.paths import target_ticket
 from recbole_lth.engine.run import TicketSpec
-from recbole_lth.methods.base import Method
-
-logger = logging.getLogger("recbole_lth")
+from recbole_lth.methods.base import Method, ignore_rewind
 
 
 def random_masks(run, index: int, sparsity: float) -> dict:
@@ -18,8 +14,7 @@ def random_masks(run, index: int, sparsity: float) -> dict:
 
 
 def plan(run) -> None:
-    if run.settings["rewind_epoch"]:
-        logger.warning("rp draws random masks over the initial weights; rewind_epoch is ignored")
+    ignore_rewind(run, "rp draws random masks over the initial weights")
     for i, sparsity in enumerate(run.settings["target_sparsities"], start=1):
         run.ticket(TicketSpec(
             target_ticket(run.method, sparsity), round_idx=i, target_sparsity=sparsity,

@@ -334,10 +334,6 @@ class Explorer(TicketHook):
         mask.grad_observers.append(self.observe)
         if self.warm_state:
             mask.keep_optimizer_state()
-        trainer.epoch_callbacks.append(self._epoch_done)
-        self._patience = trainer.stopping_step
-        if self.hold_patience and self.schedule.end_step > 0:
-            trainer.stopping_step = float("inf")  # no early stop while the mask still changes
 
     def _count_tables(self) -> torch.Tensor:
         return torch.stack([m.sum() for m in self.mask.masks.values()])
@@ -346,12 +342,14 @@ class Explorer(TicketHook):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def _epoch_done(self, trainer, epoch_idx) -> None:
+    def epoch_end(self, trainer, epoch_idx) -> None:
         self._trained_until = perf_counter()
         if self.mask.step_count >= self.schedule.end_step and self.frozen_epoch is None:
             self.frozen_epoch = epoch_idx
-            if self.hold_patience:  # RecBole's early stopping counts from here
-                trainer.stopping_step, trainer.cur_step = self._patience, 0
+
+    def patience_counts(self, trainer, epoch_idx) -> bool:
+        """No early stop while the mask still changes: RecBole's early stopping counts from the freeze."""
+        return not self.hold_patience or self.frozen_epoch is not None
 
     def observe(self, mask) -> None:
         step = mask.step_count
