@@ -7,12 +7,17 @@ same data, run one after the other on a quiet machine):
   directory, one dense model shared) against one run per method (each
   trains what it needs itself: imp and omp their own dense model), and
   the tickets each trained.
-* ``--part cheap``: IMP to round ``--rounds`` against ``eb`` (early-bird
-  tickets on IMP's grid) at exactly IMP's final sparsity, with both tickets'
-  test Recall@20, the ratio of wall times and eb's search cost.
+* ``--part cheap``: IMP to round ``--rounds`` against the cheap searches of
+  ``--against`` (``eb``: early-bird tickets on IMP's grid; ``gmp`` and
+  ``gmp_rewind``: gradual magnitude pruning, its trained or rewound ticket;
+  ``omp``) at exactly IMP's final sparsity, each alone in its run directory,
+  per seed of ``--seeds``: test Recall@20, wall time against IMP's, and over
+  the seeds the mean ± std and the paired Δ against IMP with its 95% CI.
 
     python benchmarks/bench_lottery.py --part cheap --dataset ml-1m \\
         --settings "learning_rate=0.005 eval_step=5 stopping_step=3"
+    python benchmarks/bench_lottery.py --part cheap --dataset ml-100k --against eb,gmp,gmp_rewind,omp \\
+        --seeds 2020,2021,2022 --settings "learning_rate=0.005 eval_step=5 stopping_step=3"
     python benchmarks/bench_lottery.py --part study --dataset ml-100k --rounds 3 \\
         --settings "learning_rate=0.005 eval_step=5 stopping_step=3"
 """
@@ -24,12 +29,14 @@ import shutil
 import sys
 import tempfile
 import time
+from statistics import fmean
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import DEFAULT_DATA  # noqa: E402
 
 import recbole_lth  # noqa: E402
+from recbole_lth import methods  # noqa: E402
 from recbole_lth.core import pruning  # noqa: E402
 from recbole_lth.core.settings import parse_value  # noqa: E402
 
@@ -38,6 +45,9 @@ METRIC = "test_recall@20"
 
 
 def timed(model, dataset, method, config):
+    # --settings may hold keys of several methods (eb_*, gmp_*): each run gets its own
+    chosen = method if isinstance(method, list) else [method]
+    config = {k: v for k, v in config.items() if k not in methods.foreign_keys(config, chosen)}
     started = time.perf_counter()
     result = recbole_lth.run(model=model, dataset=dataset, method=method, config_dict=config)
     return time.perf_counter() - started, result
@@ -66,29 +76,70 @@ def study(args, config) -> None:
     print(f"study / separate runs: {wall / total:.2f}")
 
 
+# A cheap search's name here and the keys its run adds ("gmp_rewind": the lottery variant).
+CHEAP = {"eb": ("eb", {}), "omp": ("omp", {}), "gmp": ("gmp", {"gmp_ticket": "trained"}),
+         "gmp_rewind": ("gmp", {"gmp_ticket": "rewind"})}
+
+
+def cheap_run(args, config, name: str, final: float, seed: int):
+    """One cheap search at IMP's final sparsity, alone in its run directory
+    (so its wall includes every model it needs: omp its dense one)."""
+    method, keys = CHEAP[name]
+    run_config = {**config, **keys, "seed": seed, "target_sparsities": [final],
+                  "run_dir": f"{args.out}/{seed}/{name}"}
+    if name == "eb":
+        for pair in args.eb.split():
+            key, value = pair.split("=", 1)
+            run_config[key] = parse_value(value)
+    wall, result = timed(args.model, args.dataset, method, run_config)
+    row = [r for r in result.rows if r.get("method") == method][-1]
+    return wall, row
+
+
 def cheap(args, config) -> None:
+    from recbole_lth.views.summary import paired_difference, spread
+
     final = round(pruning.imp_sparsity(config["prune_rate"], args.rounds), 10)
-    imp_wall, imp = timed(args.model, args.dataset, "imp", {**config, "run_dir": f"{args.out}/imp"})
-    eb_config = {**config, "target_sparsities": [final], "run_dir": f"{args.out}/eb"}
-    for pair in args.eb.split():
-        key, value = pair.split("=", 1)
-        eb_config[key] = parse_value(value)
-    eb_wall, eb = timed(args.model, args.dataset, "eb", eb_config)
-    imp_row = imp.rows[-1]
-    eb_row = eb.rows[-1]
-    dense = imp.rows[0]
-    print(f"{args.model} on {args.dataset}, {args.settings or 'plugin defaults'}; eb {args.eb or 'defaults'}")
-    print("| search | final sparsity | test Recall@20 | vs IMP | wall s | wall / IMP | epochs trained |")
+    against = args.against.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    found = {name: {} for name in ["imp", *against]}  # name -> seed -> (metric, wall, epochs)
+    print(f"{args.model} on {args.dataset}, {args.settings or 'plugin defaults'}; eb {args.eb or 'defaults'}; "
+          f"IMP {args.rounds} rounds to {final:.4f}; seeds {seeds}")
+    print("| seed | search | sparsity | test Recall@20 | vs IMP | wall s | wall / IMP | epochs trained |")
+    print("|---|---|---|---|---|---|---|---|")
+    for seed in seeds:
+        imp_wall, imp = timed(args.model, args.dataset, "imp", {**config, "seed": seed,
+                                                                "run_dir": f"{args.out}/{seed}/imp"})
+        imp_row = imp.rows[-1]
+        found["imp"][seed] = (imp_row[METRIC], imp_wall)
+        print(f"| {seed} | imp, {args.rounds} rounds (dense {imp.rows[0][METRIC]:.4f}) | {imp_row['sparsity']:.4f} | "
+              f"{imp_row[METRIC]:.4f} | | {imp_wall:.0f} | 1 | {sum(r['epochs_trained'] for r in imp.rows)} |",
+              flush=True)
+        for name in against:
+            wall, row = cheap_run(args, config, name, final, seed)
+            found[name][seed] = (row[METRIC], wall)
+            change = (row[METRIC] - imp_row[METRIC]) / imp_row[METRIC]
+            search = f"{row['search_epochs']} search + " if row.get("search_epochs") is not None else ""
+            print(f"| {seed} | {name} | {row['sparsity']:.4f} | {row[METRIC]:.4f} | {change:+.1%} | {wall:.0f} | "
+                  f"{wall / imp_wall:.2f} | {search}{row['epochs_trained']} ticket |", flush=True)
+    print()
+    print(f"Over seeds {seeds} (mean ± std; Δ against IMP paired by seed, 95% CI):")
+    print("| search | test Recall@20 | Δ vs IMP [95% CI] | relative | wall s | wall / IMP | "
+          "target (within 2% at <= 1/5 of the wall) |")
     print("|---|---|---|---|---|---|---|")
-    imp_epochs = sum(r["epochs_trained"] for r in imp.rows)
-    print(f"| imp, {args.rounds} rounds | {imp_row['sparsity']:.4f} | {imp_row[METRIC]:.4f} | | {imp_wall:.0f} | 1 | "
-          f"{imp_epochs} |")
-    change = (eb_row[METRIC] - imp_row[METRIC]) / imp_row[METRIC]
-    print(f"| eb | {eb_row['sparsity']:.4f} | {eb_row[METRIC]:.4f} | {change:+.1%} | {eb_wall:.0f} | "
-          f"{eb_wall / imp_wall:.2f} | {eb_row['search_epochs']} search + {eb_row['epochs_trained']} ticket |")
-    print(f"dense: test Recall@20 {dense[METRIC]:.4f}; eb's search {eb_row['search_seconds']:.0f} s; "
-          f"target: eb within 2% of IMP at <= 1/3 of its wall time: "
-          f"{'met' if change >= -0.02 and eb_wall <= imp_wall / 3 else 'missed'}")
+    for name, by_seed in found.items():
+        metric_mean, metric_std = spread([m for m, _ in by_seed.values()])
+        wall_mean, _ = spread([w for _, w in by_seed.values()])
+        ratio = fmean(by_seed[s][1] / found["imp"][s][1] for s in by_seed)
+        std = f" ± {metric_std:.4f}" if metric_std is not None else ""
+        if name == "imp":
+            print(f"| imp | {metric_mean:.4f}{std} | | | {wall_mean:.0f} | 1 | |")
+            continue
+        diff = paired_difference([(by_seed[s][0], found["imp"][s][0]) for s in by_seed])
+        ci = f" [{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}]" if diff["ci_low"] is not None else ""
+        met = diff["rel_delta"] >= -0.02 and ratio <= 0.2
+        print(f"| {name} | {metric_mean:.4f}{std} | {diff['delta']:+.4f}{ci} | {diff['rel_delta']:+.1%} | "
+              f"{wall_mean:.0f} | {ratio:.2f} | {'met' if met else 'missed'} |")
 
 
 def main() -> None:
@@ -102,6 +153,9 @@ def main() -> None:
     parser.add_argument("--prune_rate", type=float, default=0.2)
     parser.add_argument("--settings", default="", help="RecBole/plugin keys for every run, 'key=value key=value'")
     parser.add_argument("--eb", default="", help="eb's keys, 'eb_epsilon=0.2 eb_window=1'")
+    parser.add_argument("--against", default="eb",
+                        help=f"cheap searches run beside IMP at its final sparsity, of {', '.join(CHEAP)}")
+    parser.add_argument("--seeds", default="2020", help="seeds, '2020,2021,2022' (each a paired comparison)")
     parser.add_argument("--out", default=None, help="where the runs go (default: a temporary folder, removed)")
     args = parser.parse_args()
 
