@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     except RankFailed as err:  # a process of a --nproc run: its one line and exit code
         print(f"recbole_lth: {err}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:  # a read-only run directory, a full disk: no traceback (finished tickets are kept)
+        print(commands.os_error_line(err), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
         return 130

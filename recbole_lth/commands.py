@@ -52,6 +52,11 @@ def _change(value: float, reference) -> str:
     return "exact" if value == reference else f"{(value - reference) / reference:+.2%} vs the ticket"
 
 
+def os_error_line(err: OSError) -> str:
+    """A read-only run directory, a full disk: the file and the OS's reason."""
+    return f"recbole_lth: {err.filename or 'a file'}: {err.strerror or err}"
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -89,7 +94,7 @@ def main(argv: list[str]) -> int:
         print(f"recbole_lth: {err}", file=sys.stderr)
         return 1
     except OSError as err:  # a read-only run directory, a full disk: the file and the reason, no traceback
-        print(f"recbole_lth: {err.filename or 'a file'}: {err.strerror or err}", file=sys.stderr)
+        print(os_error_line(err), file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # every file is written atomically: what was there is still there
         print("recbole_lth: interrupted (Ctrl-C); the run directory is as it was", file=sys.stderr)

@@ -374,6 +374,19 @@ def test_a_run_directory_that_cannot_be_written_is_one_line(tmp_path, capsys, mo
     assert err == [f"recbole_lth: {tmp_path / 'run' / 'report.md'}: Permission denied"]
 
 
+def test_a_search_that_cannot_write_its_run_directory_is_one_line(tmp_path, capsys, monkeypatch):
+    """The same for a search (and tune): the OS's refusal was a PermissionError traceback."""
+    from recbole_lth import cli
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "run" / "settings.json"))
+
+    monkeypatch.setattr(cli, "run", refused)
+    assert main(["--model=BPR", "--dataset=ml-100k", "--method=dense"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"recbole_lth: {tmp_path / 'run' / 'settings.json'}: Permission denied"]
+
+
 @pytest.mark.parametrize("arg, key", [("--seed=abc", "seed"), ("--seed=1.5", "seed"), ("--seed=-1", "seed"),
                                       ("--seeds=[-1,2]", "seeds"), (f"--seeds=[1,{2 ** 32}]", "seeds")])
 def test_a_seed_numpy_cannot_take_is_one_line_naming_it(tmp_path, capsys, arg, key):
