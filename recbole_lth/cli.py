@@ -10,10 +10,11 @@ from __future__ import annotations
 import sys
 
 from recbole_lth import commands
-from recbole_lth.api import run
+from recbole_lth.api import run_request
 from recbole_lth.core.errors import ConfigError, RankFailed, RunDamaged, TrainingDiverged
 from recbole_lth.core.settings import parse_value
 from recbole_lth.helptext import help_text, version_text
+from recbole_lth.request import Request
 from recbole_lth.tune import tune
 
 
@@ -59,21 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         options = parse_args(argv)
         if tuning:
             tune_dir = options.pop("tune_dir", None)
-            path = tune(
-                options.pop("params_file", None), options.pop("max_evals", 10),
-                model=options.pop("model", None), dataset=options.pop("dataset", None),
-                method=options.pop("method", None), config_files=options.pop("config_files", None),
-                config_dict=options, tune_dir=tune_dir,
-            )
+            params_file, max_evals = options.pop("params_file", None), options.pop("max_evals", 10)
+            path = tune(params_file, max_evals, Request.from_options(options), tune_dir=tune_dir)
             print(f"tuning: {path}")
             return 0
-        result = run(
-            model=options.pop("model", None),
-            dataset=options.pop("dataset", None),
-            method=options.pop("method", None),
-            config_files=options.pop("config_files", None),
-            config_dict=options,
-        )
+        result = run_request(Request.from_options(options))
     except ConfigError as err:
         print(f"recbole_lth: {err}", file=sys.stderr)
         return 2

@@ -35,6 +35,7 @@ from recbole_lth.core.errors import ConfigError, TrainingDiverged
 from recbole_lth.core.settings import parse_value
 from recbole_lth.engine import parallel
 from recbole_lth.engine.run import TicketHook
+from recbole_lth.request import Request
 
 logger = logging.getLogger("recbole_lth")
 
@@ -121,17 +122,16 @@ def range_values(kind: str, spec: list) -> list:
     return [spec[0], spec[1]]
 
 
-def check_space(space: dict, model, dataset, method, config_files, config_dict: dict) -> tuple[dict, dict]:
+def check_space(space: dict, request: Request) -> tuple[dict, dict]:
     """Every value of every range checked before the first trial (each with
     the other parameters at their first value); the settings and views at
     those first values."""
     first = {name: range_values(kind, spec)[0] for name, (kind, spec) in space.items()}
-    settings, views = api.settings_for(model, dataset, method, config_files, {**config_dict, **first})
+    settings, views = request.with_overrides(**first).settings()
     _check_one_process(settings)
     for name, (kind, spec) in space.items():
         for value in range_values(kind, spec)[1:]:
-            _check_one_process(api.settings_for(model, dataset, method, config_files,
-                                                {**config_dict, **first, name: value})[0])
+            _check_one_process(request.with_overrides(**{**first, name: value}).settings()[0])
     return settings, views
 
 
@@ -224,8 +224,7 @@ def _evaluated(rows: list[dict]) -> int:
     return sum(r["state"] != "interrupted" for r in rows)
 
 
-def tune(params_file, max_evals: int, model=None, dataset=None, method=None, config_files=None,
-         config_dict=None, tune_dir=None) -> Path:
+def tune(params_file, max_evals: int, request: Request, tune_dir=None) -> Path:
     """Run (or resume) a study of ``max_evals`` trials; returns ``tuning.csv``.
 
     Resuming continues the same study: the sampler of trial k (k trials
@@ -244,8 +243,8 @@ def tune(params_file, max_evals: int, model=None, dataset=None, method=None, con
     space = read_params_file(params_file)
     if not isinstance(max_evals, int) or isinstance(max_evals, bool) or max_evals < 1:
         raise ConfigError("max_evals", max_evals, "a whole number >= 1")
-    config_dict = dict(config_dict or {})
-    settings, views = check_space(space, model, dataset, method, config_files, config_dict)
+    request = request.with_overrides()  # overrides as a dict of their own
+    settings, views = check_space(space, request)
     if len(views) != 1:
         raise ConfigError("method", settings["method"], "one method per tuning study")
     method_name = next(iter(views))
@@ -262,8 +261,7 @@ def tune(params_file, max_evals: int, model=None, dataset=None, method=None, con
         rows = _resume(study, where, space)
         while _evaluated(rows) < max_evals:
             study.sampler = optuna.samplers.TPESampler(seed=seed + _evaluated(rows))
-            rows.append(_trial(study, space, where, method_name, settings, views[method_name],
-                               (model, dataset, method, config_files, config_dict)))
+            rows.append(_trial(study, space, where, method_name, settings, views[method_name], request))
             paths.write_csv(where.results, sorted(rows, key=lambda r: r["trial"]))
         path = paths.write_csv(where.results, sorted(rows, key=lambda r: r["trial"]))
     complete = [r for r in rows if r.get("state") == "complete"]
@@ -274,19 +272,18 @@ def tune(params_file, max_evals: int, model=None, dataset=None, method=None, con
     return path
 
 
-def _trial(study, space, where, method_name, settings, view, args) -> dict:
+def _trial(study, space, where, method_name, settings, view, request: Request) -> dict:
     """One trial: its search, its row (written before Optuna is told)."""
     import optuna
 
-    model, dataset, method, config_files, config_dict = args
     trial = study.ask()
     values = sample(trial, space)
     run_dir = where.trial_dir(trial.number)
     started = perf_counter()
     row = {"trial": trial.number, **{f"param[{k}]": v for k, v in values.items()}, "run_dir": str(run_dir)}
     try:
-        result = api.run(model, dataset, method, config_files, {**config_dict, **values, "run_dir": str(run_dir)},
-                         hooks=[PruneOnValidation(trial)])
+        result = api.run_request(request.with_overrides(**values, run_dir=str(run_dir)),
+                                 hooks=[PruneOnValidation(trial)])
     except optuna.TrialPruned as pruned:
         row.update(state="pruned", note=str(pruned))
     except TrainingDiverged as err:  # recorded as failed; the study goes on

@@ -69,13 +69,14 @@ def test_the_same_seeds_in_parallel_give_the_same_summary(study, tmp_path):
 
 def test_the_default_study_folder_is_named_by_the_settings_without_the_seed():
     from recbole_lth import api
+    from recbole_lth.api import Request
 
-    one = api.plan_study("BPR", "ml-100k", "omp", config_dict={"seeds": [1, 2]})
-    more = api.plan_study("BPR", "ml-100k", "omp", config_dict={"seeds": [1, 2, 3]})
-    other = api.plan_study("BPR", "ml-100k", "omp", config_dict={"seeds": [1, 2], "learning_rate": 0.01})
+    one = api.plan_study(Request("BPR", "ml-100k", "omp", config_dict={"seeds": [1, 2]}))
+    more = api.plan_study(Request("BPR", "ml-100k", "omp", config_dict={"seeds": [1, 2, 3]}))
+    other = api.plan_study(Request("BPR", "ml-100k", "omp", config_dict={"seeds": [1, 2], "learning_rate": 0.01}))
     assert one.root == more.root != other.root  # adding a seed reuses the seeds already run
     assert one.root.name.startswith("BPR-ml-100k-omp-") and one.root.name.endswith("-seeds")
-    assert [Path(j.config_dict["run_dir"]).name for j in more.jobs] == ["seed_1", "seed_2", "seed_3"]
+    assert [Path(j.request.config_dict["run_dir"]).name for j in more.jobs] == ["seed_1", "seed_2", "seed_3"]
     # A plain run's folder is what it was before seeds existed: the new keys are not hashed.
     assert api.default_run_dir(api.settings_for("BPR", "ml-100k", "omp")[0]) == \
         api.default_run_dir(api.settings_for("BPR", "ml-100k", "omp", config_dict={"workers": 2})[0])

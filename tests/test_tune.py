@@ -163,14 +163,14 @@ def test_a_diverged_trial_is_a_failed_row_and_the_study_goes_on(tmp_path, tiny_d
     from recbole_lth import api
     from recbole_lth.core.errors import TrainingDiverged
 
-    real_run = api.run
+    real_run = api.run_request
 
-    def diverging(*args, **kwargs):
-        if args[4]["run_dir"].endswith("trial_000"):
+    def diverging(request, **kwargs):
+        if request.config_dict["run_dir"].endswith("trial_000"):
             raise TrainingDiverged("ticket dense (round 0): the training loss became NaN in epoch 0")
-        return real_run(*args, **kwargs)
+        return real_run(request, **kwargs)
 
-    monkeypatch.setattr(api, "run", diverging)
+    monkeypatch.setattr(api, "run_request", diverging)
     assert main(_tiny_args(tmp_path, tiny_data, tmp_path / "tune", max_evals=2)) == 0
     rows = _rows(tmp_path / "tune")
     assert [(r["trial"], r["state"]) for r in rows] == [("0", "failed"), ("1", "complete")]

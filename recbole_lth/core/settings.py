@@ -313,7 +313,7 @@ def merge_settings(model=None, dataset=None, method=None, config_files=None, con
     for name in tasks.properties_files(model_name):
         settings.update(read_yaml(props / name))
     # A study (a list of methods) reads every method's file; each method then
-    # trains with its own view (api.settings_for).
+    # trains with its own view (request.settings_for).
     for method_name in chosen if isinstance(chosen, list) else [chosen]:
         if not isinstance(method_name, str):
             continue
