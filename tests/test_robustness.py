@@ -381,7 +381,7 @@ def test_a_search_that_cannot_write_its_run_directory_is_one_line(tmp_path, caps
     def refused(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / "run" / "settings.json"))
 
-    monkeypatch.setattr(cli, "run", refused)
+    monkeypatch.setattr(cli, "run_request", refused)
     assert main(["--model=BPR", "--dataset=ml-100k", "--method=dense"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"recbole_lth: {tmp_path / 'run' / 'settings.json'}: Permission denied"]
