@@ -387,6 +387,15 @@ def test_a_search_that_cannot_write_its_run_directory_is_one_line(tmp_path, caps
     assert err == [f"recbole_lth: {tmp_path / 'run' / 'settings.json'}: Permission denied"]
 
 
+@pytest.mark.parametrize("learner", ["sparse_adam", "adam_w"])
+def test_a_learner_recbole_cannot_train_with_is_refused_before_anything_is_written(tmp_path, capsys, learner):
+    """sparse_adam stopped at the first step with torch's 'SparseAdam does not support dense gradients'
+    (issue 36); an unknown name was trained as Adam with one warning."""
+    status, err = _cli(capsys, "--method=omp", f"--learner={learner}", f"--run_dir={tmp_path / 'run'}")
+    assert status == 2 and len(err) == 1 and f"invalid learner='{learner}'" in err[0] and "adamw" in err[0], err
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("arg, key", [("--seed=abc", "seed"), ("--seed=1.5", "seed"), ("--seed=-1", "seed"),
                                       ("--seeds=[-1,2]", "seeds"), (f"--seeds=[1,{2 ** 32}]", "seeds")])
 def test_a_seed_numpy_cannot_take_is_one_line_naming_it(tmp_path, capsys, arg, key):
