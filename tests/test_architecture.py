@@ -283,7 +283,8 @@ def _function_values(tree) -> list[ast.AST]:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
             shadowed = shadowed | {a.arg for a in ast.walk(node.args) if isinstance(a, ast.arg)}
         if isinstance(node, ast.Assign):
-            targets = [t for target in node.targets for t in (target.elts if isinstance(target, ast.Tuple) else [target])]
+            targets = [t for target in node.targets
+                       for t in (target.elts if isinstance(target, ast.Tuple) else [target])]
             if any(isinstance(t, ast.Attribute) for t in targets) and is_function(node.value, shadowed):
                 found.append(node)
         elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setattr"
