@@ -240,3 +240,87 @@ def test_only_the_adapter_and_the_mask_core_hook_an_optimizer_step():
     """A method's per-step work is ``TrainingHook.after_step``, registered by the adapter."""
     hooking = {m for m, path in MODULES.items() if "register_step_" in path.read_text()}
     assert hooking == {"recbole_lth.engine.trainer", "recbole_lth.core.masking"}
+
+
+# -------------------------------------------------------- the model adapter
+# compat.py patches library classes and modules at import (scipy, pandas,
+# RecBole's Dataset and Config), never an instance: RecBole compatibility, not a method's behaviour.
+REBINDERS = {"recbole_lth.core.rebind", "recbole_lth.compat"}
+
+
+def _function_values(tree) -> list[ast.AST]:
+    """Assignments in ``tree`` that put a function onto an attribute: the value a
+    lambda, ``types.MethodType(...)``, ``functools.partial(...)``, the name of a
+    def (not shadowed by a parameter of the enclosing function), or a call of a
+    def of the module that returns a nested def or a lambda (a forward factory);
+    ``setattr(obj, name, <such a value>)`` counts too."""
+    defs = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    factories = set()
+    for function in ast.walk(tree):
+        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            inner = {n.name for n in ast.walk(function)
+                     if n is not function and isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+            if any(isinstance(r, ast.Return) and (isinstance(r.value, ast.Lambda)
+                                                  or isinstance(r.value, ast.Name) and r.value.id in inner)
+                   for r in ast.walk(function)):
+                factories.add(function.name)
+
+    def is_function(value, shadowed) -> bool:
+        if isinstance(value, ast.Lambda):
+            return True
+        if isinstance(value, ast.Name):
+            return value.id in defs and value.id not in shadowed
+        if isinstance(value, ast.Call):
+            called = value.func
+            name = called.id if isinstance(called, ast.Name) else getattr(called, "attr", None)
+            return name in ("MethodType", "partial", "partialmethod") or (
+                isinstance(called, ast.Name) and called.id in factories)
+        return False
+
+    found = []
+
+    def visit(node, shadowed):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            shadowed = shadowed | {a.arg for a in ast.walk(node.args) if isinstance(a, ast.arg)}
+        if isinstance(node, ast.Assign):
+            targets = [t for target in node.targets
+                       for t in (target.elts if isinstance(target, ast.Tuple) else [target])]
+            if any(isinstance(t, ast.Attribute) for t in targets) and is_function(node.value, shadowed):
+                found.append(node)
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setattr"
+              and len(node.args) == 3 and is_function(node.args[2], shadowed)):
+            found.append(node)
+        for child in ast.iter_child_nodes(node):
+            visit(child, shadowed)
+
+    visit(tree, frozenset())
+    return found
+
+
+def test_one_adapter_replaces_an_instances_methods():
+    """A backbone's faster forward, PEP's gathered lookup, KD's frozen teacher and the
+    like ask core/rebind.py to put a function on an instance; no other module
+    assigns a function, lambda, bound method or partial onto an attribute."""
+    assigning = {f"{m}:{node.lineno}: {ast.unparse(node)[:80]}" for m, path in MODULES.items() if m not in REBINDERS
+                 for node in _function_values(ast.parse(path.read_text()))}
+    assert sorted(assigning) == []
+
+
+def test_the_rebinding_check_sees_each_way_of_assigning_a_method():
+    code = '''
+import types, functools
+def _forward(model): pass
+def factory(module):
+    def forward(x): return x
+    return forward
+def f(model, optimizer):
+    model.forward = types.MethodType(_forward, model)
+    model.forward = lambda: 1
+    model.forward = functools.partial(_forward, model)
+    model.forward = _forward
+    model.forward = factory(model)
+    setattr(model, "forward", _forward)
+    model.optimizer = optimizer
+    model.weight = model.other
+'''
+    assert len(_function_values(ast.parse(code))) == 6

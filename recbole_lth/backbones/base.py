@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_lth.core import masking
+from recbole_lth.core import masking, rebind
 
 # (dense MACs, names of the weight tensors those MACs read)
 Term = tuple[float, tuple[str, ...]]
@@ -174,6 +174,21 @@ def generic_tables(model: nn.Module) -> Tables:
     decide, the name breaking ties; ``None`` entries are tables of neither)."""
     names = list(masking.select_prunable(model, "embeddings"))
     return masking.table_axes(model, names)
+
+
+def _propagated(model):
+    return model.final_user_embeddings, model.final_item_embeddings
+
+
+def keeps_propagated(model: nn.Module) -> None:
+    """``final_embeddings`` of a graph backbone (LightGCN, NGCF): propagate once
+    and keep the final user and item embeddings, dense, instead of the layer-0
+    tables; its forward returns them."""
+    with torch.no_grad():
+        users, items = model.forward()
+    model.final_user_embeddings, model.final_item_embeddings = users, items
+    model.user_embedding = model.item_embedding = None
+    rebind.bind(model, "forward", _propagated)
 
 
 def keeps_lookups(model: nn.Module, final_embeddings: bool) -> None:

@@ -1,10 +1,9 @@
 """BPR: a user and an item table, scored by their dot product."""
 from __future__ import annotations
 
-import types
 
 from recbole_lth.backbones.base import Backbone, Lcm, Scores, Term, dot_grid, keeps_lookups, shrunk
-from recbole_lth.core import compact
+from recbole_lth.core import compact, rebind
 
 TABLES = {"user_embedding.weight": ("user", 0), "item_embedding.weight": ("item", 0)}
 
@@ -31,7 +30,7 @@ def compact_scoring(model, final_embeddings: bool) -> None:
     """Full-sort scoring streams the compact item table in chunks."""
     keeps_lookups(model, final_embeddings)
     if isinstance(model.item_embedding, compact.CompactEmbedding):
-        model.full_sort_predict = types.MethodType(_full_sort_predict, model)
+        rebind.bind(model, "full_sort_predict", _full_sort_predict)
 
 
 BACKBONE = Backbone(

@@ -1,14 +1,13 @@
 """LightGCN: BPR's tables propagated over the normalised user-item graph."""
 from __future__ import annotations
 
-import types
 import warnings
 
 import torch
 
-from recbole_lth.backbones.base import Backbone, Lcm, Scores, Term
+from recbole_lth.backbones.base import Backbone, Lcm, Scores, Term, keeps_propagated
 from recbole_lth.backbones.bpr import TABLES, embedding_widths
-from recbole_lth.core import compact
+from recbole_lth.core import compact, rebind
 
 
 def costs(model, phase, batch_size) -> list[Term]:
@@ -93,7 +92,7 @@ def accelerate(model) -> None:
     concatenated adjacency (5-6x slower per step on ml-100k/ml-1m, CPU).
     The model's class, parameters and state dict stay RecBole's."""
     model.bipartite_graph = BipartiteGraph(model.norm_adj_matrix, model.n_users, model.n_items)
-    model.forward = types.MethodType(_bipartite_forward, model)
+    rebind.bind(model, "forward", _bipartite_forward)
 
 
 def _ego_rows(model, ids: torch.Tensor) -> torch.Tensor:
@@ -131,33 +130,20 @@ def _forward(model):
     return torch.split(final, [model.n_users, model.n_items])
 
 
-def _precomputed_forward(model):
-    return model.final_user_embeddings, model.final_item_embeddings
-
-
-def precompute(model) -> None:
-    """``final_embeddings``: propagate once and keep the final user and item
-    embeddings, dense, instead of the layer-0 tables and the graph."""
-    with torch.no_grad():
-        users, items = model.forward()
-    model.final_user_embeddings, model.final_item_embeddings = users, items
-    model.norm_adj_matrix = None
-    model.user_embedding = model.item_embedding = None
-    model.forward = types.MethodType(_precomputed_forward, model)
-
-
 def _compact_tables(model) -> bool:
     return all(isinstance(t, compact.CompactEmbedding) for t in (model.user_embedding, model.item_embedding))
 
 
 def compact_scoring(model, final_embeddings: bool) -> None:
     """The stored (layer-0) tables stay compact and the first propagation
-    streams them; the propagated embeddings it scores with are dense, as in RecBole."""
+    streams them; the propagated embeddings it scores with are dense, as in RecBole.
+    ``final_embeddings`` keeps only the propagated embeddings (not the graph either)."""
     model.norm_adj_matrix = model.norm_adj_matrix.coalesce()
     if _compact_tables(model):  # an exported lcm ticket's tables are small dense ones: its own forward
-        model.forward = types.MethodType(_forward, model)
+        rebind.bind(model, "forward", _forward)
     if final_embeddings:
-        precompute(model)
+        keeps_propagated(model)
+        model.norm_adj_matrix = None
 
 
 BACKBONE = Backbone(

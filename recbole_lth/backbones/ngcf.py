@@ -3,13 +3,12 @@ bi-interaction GNN layers, the layers' outputs concatenated and scored by a
 dot product."""
 from __future__ import annotations
 
-import types
 
 import torch
 
-from recbole_lth.backbones.base import Backbone, Lcm, Scores, Term
+from recbole_lth.backbones.base import Backbone, Lcm, Scores, Term, keeps_propagated
 from recbole_lth.backbones.bpr import TABLES, embedding_widths
-from recbole_lth.core import compact
+from recbole_lth.core import compact, rebind
 
 
 def costs(model, phase, batch_size) -> list[Term]:
@@ -45,23 +44,15 @@ def _ego_embeddings(model):
     return torch.cat([model.user_embedding.table.dense(), model.item_embedding.table.dense()], dim=0)
 
 
-def _precomputed_forward(model):
-    return model.final_user_embeddings, model.final_item_embeddings
-
-
 def compact_scoring(model, final_embeddings: bool) -> None:
     """NGCF reads its tables whole (``get_ego_embeddings``): each propagation
     materialises them from the compact tables (a transient dense copy), once
     per evaluation since RecBole caches the propagated embeddings;
     ``final_embeddings`` keeps only the propagated embeddings."""
     if all(isinstance(t, compact.CompactEmbedding) for t in (model.user_embedding, model.item_embedding)):
-        model.get_ego_embeddings = types.MethodType(_ego_embeddings, model)  # not an lcm ticket's dense tables
+        rebind.bind(model, "get_ego_embeddings", _ego_embeddings)  # not an lcm ticket's dense tables
     if final_embeddings:
-        with torch.no_grad():
-            users, items = model.forward()
-        model.final_user_embeddings, model.final_item_embeddings = users, items
-        model.user_embedding = model.item_embedding = None
-        model.forward = types.MethodType(_precomputed_forward, model)
+        keeps_propagated(model)
 
 
 BACKBONE = Backbone(

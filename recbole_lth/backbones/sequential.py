@@ -11,10 +11,9 @@ multiple of ``n_heads`` as RecBole's attention requires.
 from __future__ import annotations
 
 import math
-import types
 
 from recbole_lth.backbones.base import Backbone, Scores, generic_tables, keeps_lookups, shrunk
-from recbole_lth.core import compact
+from recbole_lth.core import compact, rebind
 
 
 def transformer_widths(config, sparsity: float) -> dict:
@@ -39,7 +38,7 @@ def _full_sort_predict(model, interaction):
 def compact_scoring(model, final_embeddings: bool) -> None:
     keeps_lookups(model, final_embeddings)
     if isinstance(model.item_embedding, compact.CompactEmbedding):
-        model.full_sort_predict = types.MethodType(_full_sort_predict, model)
+        rebind.bind(model, "full_sort_predict", _full_sort_predict)
 
 
 def next_item_logits(model, interaction):

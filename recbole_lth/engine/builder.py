@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 import yaml
 
 from recbole_lth import backbones
-from recbole_lth.core import tasks
+from recbole_lth.core import rebind, tasks
 from recbole_lth.core.errors import ConfigError
 from recbole_lth.engine import distributed
 
@@ -364,12 +364,7 @@ def skeleton_model(config, dataset):
 
     cls = get_model(config["model"])
     history = dataset.history_item_matrix() if issubclass(cls, AutoEncoderMixin) else None
-    if history is not None:
-        dataset.history_item_matrix = lambda *args, **kwargs: history
-    try:
-        with torch.device("meta"):
-            model = cls(config, dataset)
-    finally:
-        if history is not None:
-            del dataset.history_item_matrix
-    return model
+    handed = nullcontext() if history is None else rebind.swapped(
+        dataset, "history_item_matrix", lambda *args, **kwargs: history)
+    with handed, torch.device("meta"):
+        return cls(config, dataset)

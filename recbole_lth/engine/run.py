@@ -39,7 +39,7 @@ class TicketHook(TrainingHook):
     exploration holds the patience until its mask freezes).  ``attach`` runs
     after the trainer is built (mask attached, optimizer fresh) and before
     training: a hook may add ``trainer.mask.grad_observers`` (DSL) or wrap
-    ``trainer.loss_func`` (distillation).  ``row_fields`` adds columns to the
+    ``trainer.loss_func`` through ``trainer.use_loss`` (distillation).  ``row_fields`` adds columns to the
     ticket's results row once training is done.  ``diverged_hint`` names what
     the hook adds to the loss, for the message when the loss becomes NaN.
     """

@@ -35,6 +35,7 @@ from contextlib import contextmanager
 import torch
 from recbole.utils import get_trainer
 
+from recbole_lth.core import rebind
 from recbole_lth.core.masking import ParameterMask
 from recbole_lth.engine.evaluation import FullSortEvaluation
 
@@ -204,6 +205,10 @@ class SparseTrainerMixin(_Lifecycle):
         self.loss_func = model.calculate_loss
         self.use_hooks(hooks)
 
+    def use_loss(self, loss_func) -> None:
+        """The loss RecBole's loop optimises from now on (a TicketHook's wrapper of ``loss_func``)."""
+        self.loss_func = loss_func
+
     def _build_optimizer(self, **kwargs):
         return fused(super()._build_optimizer(**kwargs), self.config["fused_optimizer"])
 
@@ -258,12 +263,8 @@ def tensorboard_in(directory):
         return
     from torch.utils.tensorboard import SummaryWriter
 
-    original = recbole_trainer.get_tensorboard
-    recbole_trainer.get_tensorboard = lambda logger: SummaryWriter(str(directory))
-    try:
+    with rebind.swapped(recbole_trainer, "get_tensorboard", lambda logger: SummaryWriter(str(directory))):
         yield
-    finally:
-        recbole_trainer.get_tensorboard = original
 
 
 _CLASSES: dict = {}

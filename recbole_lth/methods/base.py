@@ -10,7 +10,9 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Callable
 
+from recbole_lth.core.paths import target_ticket
 from recbole_lth.core.settings import Key
+from recbole_lth.engine.run import TicketSpec
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,18 @@ class Method:
     def properties_files(self) -> list[str]:
         """Its properties files, lowest priority first."""
         return ([f"{self.base}.yaml"] if self.base else []) + [f"{self.name}.yaml"]
+
+
+def each_target(run, ticket: Callable) -> None:
+    """The plan of a method with one ticket per entry of ``target_sparsities``,
+    in order (rounds 1, 2, ...), each named ``target_ticket(method, sparsity)``:
+    ``ticket(index, sparsity, key)`` returns the run that trains it (``run``, or
+    one ``with_model`` of its own model) and the rest of its :class:`TicketSpec`
+    (masks, start state and whatever else, as a dict)."""
+    for index, sparsity in enumerate(run.settings["target_sparsities"], start=1):
+        key = target_ticket(run.method, sparsity)
+        trainer, fields = ticket(index, sparsity, key)
+        trainer.ticket(TicketSpec(key, round_idx=index, target_sparsity=sparsity, **fields))
 
 
 def ignore_rewind(run, why: str) -> None:

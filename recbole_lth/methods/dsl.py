@@ -13,10 +13,8 @@
 from __future__ import annotations
 
 from recbole_lth.core.errors import ConfigError
-from recbole_lth.core.paths import target_ticket
 from recbole_lth.core.settings import bool_key, choice_key, number_key
-from recbole_lth.engine.run import TicketSpec
-from recbole_lth.methods.base import Method, ignore_rewind
+from recbole_lth.methods.base import Method, each_target, ignore_rewind
 from recbole_lth.methods.rp import random_masks
 from recbole_lth.sparse import dynamic
 
@@ -78,11 +76,8 @@ def explorer(run) -> dynamic.Explorer:
 
 def plan(run) -> None:
     ignore_rewind(run, "dsl trains from the initial weights")
-    for i, sparsity in enumerate(run.settings["target_sparsities"], start=1):
-        run.ticket(TicketSpec(
-            target_ticket(run.method, sparsity), round_idx=i, target_sparsity=sparsity,
-            masks=random_masks(run, i, sparsity), start_state=run.init_state(), hooks=(explorer(run),),
-        ))
+    each_target(run, lambda index, sparsity, key: (
+        run, dict(masks=random_masks(run, index, sparsity), start_state=run.init_state(), hooks=(explorer(run),))))
 
 
 METHOD = Method(

@@ -8,10 +8,8 @@ from recbole_lth import backbones
 from recbole_lth.backbones.base import shrunk
 from recbole_lth.core.errors import ConfigError
 from recbole_lth.core.masking import full_masks
-from recbole_lth.core.paths import target_ticket
 from recbole_lth.engine import builder
-from recbole_lth.engine.run import TicketSpec
-from recbole_lth.methods.base import Method
+from recbole_lth.methods.base import Method, each_target
 from recbole_lth.sparse.budget import BudgetRow, clamp_note, no_distillation
 from recbole_lth.sparse.distill import teacher_state
 
@@ -58,7 +56,8 @@ def plan(run) -> None:
     teacher = teacher_state(run)  # kd_teacher if set, else the run's dense ticket
     declared = support(run.config["model"])
     full_numel = {n: p.numel() for n, p in run.prunable.items()}
-    for i, sparsity in enumerate(run.settings["target_sparsities"], start=1):
+
+    def ticket(index, sparsity, key):
         dim = shrunk(run.config[declared.width_key], sparsity)
         model = builder.new_model(run.config, run.train_data.dataset, {declared.width_key: dim})
         builder.seed(run.config)
@@ -66,14 +65,15 @@ def plan(run) -> None:
             setattr(model, name, ProjectedEmbedding(teacher[f"{name}.weight"].to(run.device), dim).to(run.device))
         # The mask core needs tensors to report on: the (never pruned) projections.
         trainable = {n: p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2}
-        key = target_ticket(run.method, sparsity)
         table_numel = {f"{name}.weight": getattr(model, name).num_embeddings * dim for name in declared.tables}
         reached = 1.0 - sum(table_numel.values()) / sum(full_numel.values())
-        run.with_model(model, trainable).ticket(TicketSpec(
-            key, round_idx=i, target_sparsity=sparsity, masks=full_masks(trainable),
-            start_state=run.saved_init(key, model), note=f"lcm, d'={dim}" + clamp_note(sparsity, reached),
+        return run.with_model(model, trainable), dict(
+            masks=full_masks(trainable), start_state=run.saved_init(key, model),
+            note=f"lcm, d'={dim}" + clamp_note(sparsity, reached),
             hooks=(BudgetRow(full_numel, table_numel, model, override_active=True),),
-        ))
+        )
+
+    each_target(run, ticket)
 
 
 def check(settings: dict) -> None:

@@ -40,7 +40,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from recbole_lth.backbones import table_axes
-from recbole_lth.core import paths
+from recbole_lth.core import paths, rebind
 from recbole_lth.core.errors import search_diverges
 from recbole_lth.core.pruning import keep_top, kept_count
 from recbole_lth.core.settings import choice_key, number_key
@@ -244,7 +244,7 @@ class PepSearch(TrainingHook):
                            fused=bool(self.run.config["fused_optimizer"]))
             self.row_adams[name] = adam
             lookup = adam.lookup
-        module.forward = gathered_forward(module, soft, lookup)
+        rebind.put(module, "forward", gathered_forward(module, soft, lookup))
         self.gathered.append(name)
 
     def threshold_lr(self) -> float:

@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 from recbole_lth import backbones
-from recbole_lth.core.paths import target_ticket
 from recbole_lth.engine import builder
-from recbole_lth.engine.run import TicketSpec
-from recbole_lth.methods.base import Method
+from recbole_lth.methods.base import Method, each_target
 from recbole_lth.sparse.budget import BudgetRow, clamp_note, no_distillation
 
 
@@ -17,19 +15,20 @@ def small_sizes(config, sparsity: float) -> dict:
 
 def plan(run) -> None:
     full_numel = {n: p.numel() for n, p in run.prunable.items()}
-    for i, sparsity in enumerate(run.settings["target_sparsities"], start=1):
+
+    def ticket(index, sparsity, key):
         sizes = small_sizes(run.config, sparsity)
         model = builder.new_model(run.config, run.train_data.dataset, sizes)
         small = run.with_model(model, backbones.prunable(model, run.settings["prune_params"]))
-        key = target_ticket(run.method, sparsity)
         table_numel = {n: p.numel() for n, p in small.prunable.items()}
         reached = 1.0 - sum(table_numel.values()) / sum(full_numel.values())
-        small.ticket(TicketSpec(
-            key, round_idx=i, target_sparsity=sparsity, masks=small.full_masks(),
-            start_state=run.saved_init(key, model),
+        return small, dict(
+            masks=small.full_masks(), start_state=run.saved_init(key, model),
             note="dense, " + ", ".join(f"{k}={v}" for k, v in sizes.items()) + clamp_note(sparsity, reached),
             hooks=(BudgetRow(full_numel, table_numel, model, override_active=False),),
-        ))
+        )
+
+    each_target(run, ticket)
 
 
 def check(settings: dict) -> None:

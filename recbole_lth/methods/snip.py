@@ -13,12 +13,10 @@ from __future__ import annotations
 import torch
 
 from recbole_lth.core import pruning
-from recbole_lth.core.paths import target_ticket
 from recbole_lth.core.settings import number_key
 from recbole_lth.engine import distributed
-from recbole_lth.engine.run import TicketSpec
 from recbole_lth.engine.trainer import invalidate_caches
-from recbole_lth.methods.base import Method
+from recbole_lth.methods.base import Method, each_target
 
 KEYS = (number_key("snip_batches", "training batches whose loss gradient scores the initial weights", 1,
                    whole=True),)
@@ -45,12 +43,8 @@ def init_gradients(run, batches: int) -> dict:
 def plan(run) -> None:
     grads = init_gradients(run, run.settings["snip_batches"])
     scores = pruning.saliency_scores({n: p.detach() for n, p in run.prunable.items()}, grads)
-    for i, sparsity in enumerate(run.settings["target_sparsities"], start=1):
-        masks = pruning.keep_top(scores, run.full_masks(), sparsity, run.scope)
-        run.ticket(TicketSpec(
-            target_ticket(run.method, sparsity), round_idx=i, target_sparsity=sparsity, masks=masks,
-            start_state=run.init_state(),
-        ))
+    each_target(run, lambda index, sparsity, key: (
+        run, dict(masks=pruning.keep_top(scores, run.full_masks(), sparsity, run.scope), start_state=run.init_state())))
 
 
 METHOD = Method(

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from recbole_lth.backbones.base import DeferredRows
-from recbole_lth.core import checkpoint
+from recbole_lth.core import checkpoint, rebind
 from recbole_lth.core.errors import ConfigError
 from recbole_lth.engine import builder
 from recbole_lth.engine.run import Run, TicketHook
@@ -182,7 +182,7 @@ def build_teacher(run: Run, state: dict):
         # A frozen graph model propagates once (KD_on_Ranking does the same).
         with torch.no_grad():
             propagated = teacher.forward()
-        teacher.forward = lambda: propagated
+        rebind.put(teacher, "forward", lambda: propagated)
     return teacher
 
 
@@ -237,7 +237,7 @@ class Distiller(TicketHook):
             # RecBole sums a tuple of loss parts and logs each; KD is one more part.
             return (*losses, kd) if isinstance(losses, tuple) else losses + kd
 
-        trainer.loss_func = loss_with_kd
+        trainer.use_loss(loss_with_kd)
 
     def kd_loss(self, model, interaction) -> torch.Tensor:
         batch = batch_logits(model)

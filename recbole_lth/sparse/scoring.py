@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from recbole_lth import backbones
+from recbole_lth.core import rebind
 
 
 def scores_of(model):
@@ -79,8 +80,7 @@ def propagate_once(model):
     if not is_graph_model(model):
         yield
         return
-    original = model.forward
-    own = "forward" in vars(model)  # an instance's forward (fast_propagation's) is put back, not deleted
+    original = model.forward  # an instance's own forward (fast_propagation's) is put back, not deleted
     cached = []
 
     def forward_once():
@@ -88,11 +88,5 @@ def propagate_once(model):
             cached.append(original())
         return cached[0]
 
-    model.forward = forward_once
-    try:
+    with rebind.swapped(model, "forward", forward_once):
         yield
-    finally:
-        if own:
-            model.forward = original
-        else:
-            del model.forward
