@@ -79,3 +79,15 @@ def ignore_rewind(run, why: str) -> None:
     """A method whose tickets do not start from the rewind state: one warning when ``rewind_epoch`` is set."""
     if run.settings["rewind_epoch"]:
         logging.getLogger("recbole_lth").warning(f"{why}; rewind_epoch is ignored")
+
+
+# A search's saved masks (eb, gmp, pep): one flat dict of tensors, "<target index>/<tensor name>",
+# so that search/<method>.pt holds tensors only (weights_only=True).
+def stored_masks(t: int, masks: dict) -> dict:
+    """Target ``t``'s masks under their stored names, on the CPU."""
+    return {f"{t}/{n}": m.cpu() for n, m in masks.items()}
+
+
+def target_masks(run, stored: dict, t: int) -> dict:
+    """Target ``t``'s masks of the run's prunable tensors, on its device."""
+    return {n: stored[f"{t}/{n}"].to(run.device) for n in run.prunable}

@@ -35,7 +35,7 @@ from recbole_lth.core.masking import ParameterMask
 from recbole_lth.core.settings import number_key
 from recbole_lth.engine.run import RowFields, TicketSpec
 from recbole_lth.engine.trainer import TrainingHook, sparse_trainer, train
-from recbole_lth.methods.base import Method, ignore_rewind
+from recbole_lth.methods.base import Method, ignore_rewind, stored_masks, target_masks
 
 logger = logging.getLogger("recbole_lth")
 
@@ -134,7 +134,7 @@ class EarlyBirdSearch:
             "search_seconds": round(perf_counter() - started, 3),
             "epsilon": self.epsilon, "window": self.window,
         }
-        stored = {f"{t}/{n}": m.cpu() for t, masks_t in found.items() for n, m in masks_t.items()}
+        stored = {k: m for t, masks_t in found.items() for k, m in stored_masks(t, masks_t).items()}
         return {"masks": stored, "meta": meta}
 
 
@@ -146,7 +146,7 @@ def plan(run) -> None:
         target = entry["target_sparsity"]
         run.ticket(TicketSpec(
             paths.target_ticket(run.method, target), round_idx=t + 1, target_sparsity=target,
-            masks={n: masks[f"{t}/{n}"].to(run.device) for n in run.prunable}, start_state=run.init_state(),
+            masks=target_masks(run, masks, t), start_state=run.init_state(),
             # The search's cost, on every ticket's row (the search is shared).
             hooks=(RowFields({"search_rounds": entry["search_rounds"], "search_epochs": meta["search_epochs"],
                               "search_seconds": meta["search_seconds"]}),),

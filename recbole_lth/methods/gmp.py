@@ -40,7 +40,7 @@ from recbole_lth.core.paths import target_ticket
 from recbole_lth.core.settings import choice_key, number_key
 from recbole_lth.engine.run import RowFields, TicketSpec
 from recbole_lth.engine.trainer import TrainingHook, sparse_trainer, train
-from recbole_lth.methods.base import Method, ignore_rewind
+from recbole_lth.methods.base import Method, ignore_rewind, stored_masks, target_masks
 from recbole_lth.sparse.schedule import PRUNING_SHAPES, SparsitySchedule
 
 TICKETS = ("trained", "rewind")
@@ -122,7 +122,7 @@ class GradualPruning(TrainingHook):
         stored, targets = {}, []
         for t, target in enumerate(self.targets):
             record = self.recorded[t]
-            stored.update({f"{t}/{n}": m.cpu() for n, m in record["masks"].items()})
+            stored.update(stored_masks(t, record["masks"]))
             stored.update({f"{t}/weights/{k}": v.cpu() for k, v in (record["weights"] or {}).items()})
             targets.append({"target_sparsity": target, "search_step": record["step"],
                             "search_epoch": record["step"] // self.steps_per_epoch})
@@ -149,7 +149,7 @@ def plan(run) -> None:
         start = {k: masks[f"{t}/weights/{k}"] for k in names} if trained else run.init_state()
         run.ticket(TicketSpec(
             target_ticket(run.method, target), round_idx=t + 1, target_sparsity=target,
-            masks={n: masks[f"{t}/{n}"].to(run.device) for n in run.prunable}, start_state=start,
+            masks=target_masks(run, masks, t), start_state=start,
             start_epoch=entry["search_epoch"] if trained else 0,
             hooks=(RowFields({"search_step": entry["search_step"], "search_epoch": entry["search_epoch"],
                               "search_seconds": meta["search_seconds"], "search_epochs": meta["search_epochs"]}),),

@@ -46,7 +46,7 @@ from recbole_lth.core.pruning import keep_top, kept_count
 from recbole_lth.core.settings import choice_key, number_key
 from recbole_lth.engine.run import RowFields, TicketSpec
 from recbole_lth.engine.trainer import TrainingHook, hooked_trainer, invalidate_caches, train
-from recbole_lth.methods.base import Method
+from recbole_lth.methods.base import Method, stored_masks, target_masks
 from recbole_lth.sparse.row_adam import RowAdam
 from recbole_lth.sparse.schedule import SparsitySchedule
 
@@ -400,7 +400,7 @@ class PepSearch(TrainingHook):
         for t, target in enumerate(self.targets):
             entry = {"target_sparsity": target, "reached": bool(recorded[t])}
             if recorded[t]:
-                masks.update({f"{t}/{n}": m for n, m in self._masks_at(t, target).items()})
+                masks.update(stored_masks(t, self._masks_at(t, target)))
                 entry.update(
                     search_step=int(step_at[t]),
                     search_epoch=max(0, (int(step_at[t]) - 1) // self.steps_per_epoch),
@@ -477,7 +477,7 @@ def plan(run) -> None:
                 "search_seconds": meta["search_seconds"], "search_epochs": meta["search_epochs"], "note": note,
             })
             continue
-        mask = {n: masks[f"{t}/{n}"].to(run.device) for n in run.prunable}
+        mask = target_masks(run, masks, t)
         run.ticket(TicketSpec(
             key, round_idx=t + 1, target_sparsity=target, masks=mask, start_state=run.init_state(),
             hooks=(RowFields({  # the search's crossing point and cost
