@@ -28,16 +28,14 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import DEFAULT_DATA  # noqa: E402
+from common import DEFAULT_DATA, study_config  # noqa: E402
 
 import recbole_lth  # noqa: E402
 from recbole_lth.core import paths, pruning  # noqa: E402
-from recbole_lth.core.settings import parse_value  # noqa: E402
 from recbole_lth.engine.results import columns_of, read_settings  # noqa: E402
 from recbole_lth.views.judge import metric_label, verdict_metric  # noqa: E402
 
 METHODS = ("imp", "omp", "rp", "dsl", "pep", "small_dense")
-BENCHMARK_SPLITS = ("yelp2018", "lastfm", "citeulike")
 
 
 def main() -> None:
@@ -61,13 +59,8 @@ def main() -> None:
             parser.error("--targets: IMP's sparsities are its rounds' (--points); leave imp out")
         targets = [float(t) for t in args.targets.split(",")]
         points = [None] * len(targets)
-    config = {"data_path": args.data_path, "prune_rate": args.prune_rate, "rounds": max(p or 1 for p in points),
-              "target_sparsities": targets, "state": "WARNING", "show_progress": False, "output_root": args.out}
-    if args.dataset in BENCHMARK_SPLITS:
-        config["benchmark_filename"] = ["train", "valid", "test"]
-    for pair in args.settings.split():
-        key, value = pair.split("=", 1)
-        config[key] = parse_value(value)
+    config = study_config(args, prune_rate=args.prune_rate, rounds=max(p or 1 for p in points),
+                          target_sparsities=targets, output_root=args.out)
     methods = args.methods.split(",")
     started = time.perf_counter()
     result = recbole_lth.run(model=args.model, dataset=args.dataset, method=methods, config_dict=config)

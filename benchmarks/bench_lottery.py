@@ -33,14 +33,12 @@ from statistics import fmean
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import DEFAULT_DATA  # noqa: E402
+from common import DEFAULT_DATA, keys_of, study_config  # noqa: E402
 
 import recbole_lth  # noqa: E402
 from recbole_lth import methods  # noqa: E402
 from recbole_lth.core import pruning  # noqa: E402
-from recbole_lth.core.settings import parse_value  # noqa: E402
 
-BENCHMARK_SPLITS = ("yelp2018", "lastfm", "citeulike")
 METRIC = "test_recall@20"
 
 
@@ -88,9 +86,7 @@ def cheap_run(args, config, name: str, final: float, seed: int):
     run_config = {**config, **keys, "seed": seed, "target_sparsities": [final],
                   "run_dir": f"{args.out}/{seed}/{name}"}
     if name == "eb":
-        for pair in args.eb.split():
-            key, value = pair.split("=", 1)
-            run_config[key] = parse_value(value)
+        run_config.update(keys_of(args.eb))
     wall, result = timed(args.model, args.dataset, method, run_config)
     row = [r for r in result.rows if r.get("method") == method][-1]
     return wall, row
@@ -161,13 +157,7 @@ def main() -> None:
 
     keep = args.out is not None
     args.out = args.out or tempfile.mkdtemp(prefix="lth-lottery-")
-    config = {"data_path": args.data_path, "prune_rate": args.prune_rate, "rounds": args.rounds,
-              "state": "WARNING", "show_progress": False, "progress": False}
-    if args.dataset in BENCHMARK_SPLITS:
-        config["benchmark_filename"] = ["train", "valid", "test"]
-    for pair in args.settings.split():
-        key, value = pair.split("=", 1)
-        config[key] = parse_value(value)
+    config = study_config(args, prune_rate=args.prune_rate, rounds=args.rounds, progress=False)
     try:
         (study if args.part == "study" else cheap)(args, config)
     finally:

@@ -52,6 +52,19 @@ def benchmark_split(data_path: str, dataset: str) -> dict:
     return {}
 
 
+def keys_of(text: str) -> dict:
+    """``--settings "key=value key=value"`` as RecBole/plugin values."""
+    from recbole_lth.core.settings import parse_value
+
+    return {key: parse_value(value) for key, _, value in (pair.partition("=") for pair in text.split())}
+
+
+def study_config(args, **keys) -> dict:
+    """A benchmark study's keys: its data, quiet logs, ``keys``, then ``--settings``."""
+    return {"data_path": args.data_path, **benchmark_split(args.data_path, args.dataset), "state": "WARNING",
+            "show_progress": False, **keys, **keys_of(args.settings)}
+
+
 def recbole_trainer(run):
     """RecBole's own trainer for the run's model, untouched (the dense reference)."""
     from recbole.utils import get_trainer
