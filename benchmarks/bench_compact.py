@@ -32,12 +32,13 @@ import os
 import statistics
 import sys
 import tempfile
+from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
-from common import arg_parser, prepare_run, timed  # noqa: E402
+from common import arg_parser, prepare_run, show, timed  # noqa: E402
 
 from recbole_lth.core import compact, pruning
 from recbole_lth.core.masking import full_masks  # noqa: E402
@@ -77,7 +78,73 @@ def peak_above_resident(fn, device) -> tuple[float, int]:
     return seconds, (_status_kb("VmHWM") - before) * 1024
 
 
-def main() -> None:
+@dataclass
+class Threads:
+    torch: str
+    threads: int
+
+    def lines(self) -> list[str]:
+        return [f"torch {self.torch}, threads {self.threads}"]
+
+
+@dataclass
+class Trained:
+    """The dense model the tickets are cut from."""
+
+    dataset: str
+    embedding_size: int
+    epochs: int
+    tables: list  # the prunable tables' names
+    table_bytes: int  # theirs, fp32
+    eval_batch_size: int
+    device: str
+
+    def lines(self) -> list[str]:
+        return [f"BPR on {self.dataset}, embedding_size {self.embedding_size}, dense trained {self.epochs} epoch(s); "
+                f"prunable tables {self.tables} = {self.table_bytes} bytes fp32; eval_batch_size "
+                f"{self.eval_batch_size}; device {self.device}"]
+
+
+@dataclass
+class Variant:
+    """One variant's evaluation (medians of the timed passes), relative to the dense model's."""
+
+    name: str  # dense, masked s, compact s, int8 s
+    table_bytes: int
+    tables_dense: float
+    target: float | None  # the bound tables/dense should stay under (compact and int8)
+    peak_bytes: float
+    peak_dense: float  # nan when the dense evaluation's peak is 0
+    tables_peak_dense: float
+    seconds: float
+    eval_dense: float
+    recall: float  # test recall@20
+    ndcg: float  # test ndcg@20
+    recall_change: float | None  # relative to the masked ticket of its sparsity (compact and int8)
+
+    def line(self) -> str:
+        target = "" if self.target is None else f"{self.target:.3f}"
+        change = "" if self.recall_change is None else \
+            "exact" if self.recall_change == 0 else f"{self.recall_change:+.3%}"
+        return (f"{self.name:13s} {self.table_bytes:12d} {self.tables_dense:12.4f} {target:>7s} "
+                f"{self.peak_bytes / 2**20:12.1f} {self.peak_dense:10.3f} "
+                f"{self.tables_peak_dense:17.3f} "
+                f"{self.tables_peak_dense:17.3f} "  # twice, as this table always printed it (one header)
+                f"{self.seconds:7.3f} {self.eval_dense:10.3f} {self.recall:9.4f} {self.ndcg:8.4f} {change:>18s}")
+
+
+@dataclass
+class Evaluations:
+    variants: list  # of Variant, dense first
+
+    def lines(self) -> list[str]:
+        return [f"{'variant':13s} {'table bytes':>12s} {'tables/dense':>12s} {'target':>7s} {'eval peak MB':>12s} "
+                f"{'peak/dense':>10s} {'tables+peak/dense':>17s} {'eval s':>7s} {'eval/dense':>10s} "
+                f"{'recall@20':>9s} {'ndcg@20':>8s} {'Δ recall vs masked':>18s}"] \
+            + [variant.line() for variant in self.variants]
+
+
+def parse_args(argv=None):
     parser = arg_parser(__doc__.splitlines()[0])
     parser.set_defaults(models="BPR", epochs=2)
     parser.add_argument("--sparsities", default="0.5,0.8,0.9")
@@ -85,9 +152,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--eval_memory_mb", type=float, default=None,
                         help="the plugin's full-sort score budget (default: its own default)")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def results(args):
+    """:class:`Threads`, :class:`Trained`, then the :class:`Evaluations`, each as it is measured."""
     sparsities = [float(s) for s in args.sparsities.split(",")]
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    yield Threads(torch.__version__, torch.get_num_threads())
 
     sizes = {"eval_memory_mb": args.eval_memory_mb} if args.eval_memory_mb else {}
     run = prepare_run("BPR", args, method="dense", embedding_size=args.embedding_size, **sizes)
@@ -96,9 +167,8 @@ def main() -> None:
     device = run.config["device"]
     config, dataset = run.config, run.train_data.dataset
     dense_tables = sum(trained[n].numel() * trained[n].element_size() for n in names)
-    print(f"BPR on {args.dataset}, embedding_size {args.embedding_size}, dense trained {args.epochs} epoch(s); "
-          f"prunable tables {names} = {dense_tables} bytes fp32; eval_batch_size {config['eval_batch_size']}; "
-          f"device {device}")
+    yield Trained(args.dataset, args.embedding_size, args.epochs, names, dense_tables, config["eval_batch_size"],
+                  str(device))
 
     out_dir = tempfile.mkdtemp(prefix="lth-compact-")
     weights = {n: trained[n].to(device) for n in names}
@@ -122,14 +192,14 @@ def main() -> None:
                 for name, (model, _, _) in variants.items()}
     times = {name: [] for name in variants}
     peaks = {name: [] for name in variants}
-    results = {}
+    scores = {}
     for repeat in range(args.repeats + 1):  # the first pass warms up, untimed
         order = list(variants) if repeat % 2 == 0 else list(variants)[::-1]
         for name in order:
             invalidate_caches(variants[name][0])
 
             def evaluate(name=name):
-                results[name] = trainers[name].evaluate(run.test_data, load_best_model=False, show_progress=False)
+                scores[name] = trainers[name].evaluate(run.test_data, load_best_model=False, show_progress=False)
 
             seconds, peak = peak_above_resident(evaluate, device)
             if repeat:
@@ -138,27 +208,29 @@ def main() -> None:
 
     dense_s = statistics.median(times["dense"])
     dense_peak = statistics.median(peaks["dense"])
-    print(f"{'variant':13s} {'table bytes':>12s} {'tables/dense':>12s} {'target':>7s} {'eval peak MB':>12s} "
-          f"{'peak/dense':>10s} {'tables+peak/dense':>17s} {'eval s':>7s} {'eval/dense':>10s} {'recall@20':>9s} {'ndcg@20':>8s} "
-          f"{'Δ recall vs masked':>18s}")
+    rows = []
     for name, (_, table_bytes, sparsity) in variants.items():
-        target = ""
+        target = None
         if name.startswith("compact"):
-            target = f"{(1 - sparsity) + 0.05:.3f}"
+            target = (1 - sparsity) + 0.05
         elif name.startswith("int8"):
-            target = f"{(1 - sparsity) / 4 + 0.08:.3f}"
-        recall, ndcg = float(results[name]["recall@20"]), float(results[name]["ndcg@20"])
-        reference = results.get(f"masked {sparsity}") if sparsity is not None else None
-        change = ""
+            target = (1 - sparsity) / 4 + 0.08
+        recall, ndcg = float(scores[name]["recall@20"]), float(scores[name]["ndcg@20"])
+        reference = scores.get(f"masked {sparsity}") if sparsity is not None else None
+        change = None
         if reference is not None and not name.startswith("masked"):
             base = float(reference["recall@20"])
-            change = "exact" if recall == base else f"{(recall - base) / base:+.3%}"
+            change = 0.0 if recall == base else (recall - base) / base
         seconds, peak = statistics.median(times[name]), statistics.median(peaks[name])
-        print(f"{name:13s} {table_bytes:12d} {table_bytes / dense_tables:12.4f} {target:>7s} "
-              f"{peak / 2**20:12.1f} {peak / dense_peak if dense_peak else float('nan'):10.3f} "
-              f"{(table_bytes + peak) / (dense_tables + dense_peak):17.3f} "
-              f"{(table_bytes + peak) / (dense_tables + dense_peak):17.3f} "
-              f"{seconds:7.3f} {seconds / dense_s:10.3f} {recall:9.4f} {ndcg:8.4f} {change:>18s}")
+        rows.append(Variant(name, table_bytes, table_bytes / dense_tables, target, peak,
+                            peak / dense_peak if dense_peak else float("nan"),
+                            (table_bytes + peak) / (dense_tables + dense_peak), seconds, seconds / dense_s,
+                            recall, ndcg, change))
+    yield Evaluations(rows)
+
+
+def main(argv=None) -> None:
+    show(results(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import os
+from dataclasses import dataclass
 from functools import partial
 import sys
 from time import perf_counter
@@ -34,7 +35,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 from recbole.trainer import Trainer  # noqa: E402
 
-from common import FirstSteps, alternate, arg_parser, masked_trainer, prepare_run, recbole_trainer, sync  # noqa: E402
+from common import (FirstSteps, Setup, alternate, arg_parser, masked_trainer, prepare_run, recbole_trainer,  # noqa: E402
+                    show, sync)
 
 from recbole_lth.core.masking import ParameterMask, select_prunable  # noqa: E402
 from recbole_lth.engine import builder, evaluation  # noqa: E402
@@ -130,19 +132,64 @@ def validation_costs(run) -> dict:
     return seconds
 
 
-def main() -> None:
+@dataclass
+class EpochCosts:
+    """One model's median seconds per epoch of each variant, and DSL's exploration."""
+
+    model: str
+    dataset: str
+    steps: int  # timed steps per epoch
+    steps_per_epoch: int
+    device: str
+    gathered: list  # names of PEP's gathered tables
+    seconds: dict  # variant -> median s/epoch
+    explorations: int
+    explore_seconds: float
+
+    def per_dense(self, variant: str) -> float:
+        return self.seconds[variant] / self.seconds["dense"]
+
+    def lines(self) -> list[str]:
+        return [f"{self.model} on {self.dataset} ({self.steps} of {self.steps_per_epoch} steps/epoch timed, "
+                f"device {self.device}); PEP's gathered tables: {self.gathered or 'none'}",
+                f"{'variant':14s} {'s/epoch':>9s} {'/ dense':>8s}"] \
+            + [f"{name:14s} {seconds:9.3f} {self.per_dense(name):8.3f}" for name, seconds in self.seconds.items()] \
+            + [f"dsl: {self.explorations} explorations, {self.explore_seconds:.3f} s in them"]
+
+
+@dataclass
+class Validation:
+    """One model's full-sort validations: ``{case: (seconds, users per batch, batches)}`` (see validation_costs)."""
+
+    model: str
+    costs: dict
+
+    def per_floor(self, case: str) -> float:
+        return self.costs[case][0] / self.costs["floor (matmul + topk)"][0]
+
+    def lines(self) -> list[str]:
+        return [f"{'validation':30s} {'seconds':>9s} {'users/batch':>12s} {'batches':>8s} {'/ floor':>8s}"] \
+            + [f"{name:30s} {seconds:9.3f} {users:12d} {batches:8d} {self.per_floor(name):8.2f}"
+               for name, (seconds, users, batches) in self.costs.items()]
+
+
+def parse_args(argv=None):
     parser = arg_parser(__doc__.splitlines()[0])
     parser.set_defaults(dataset="yelp2018", models="BPR", epochs=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--skip_validation", action="store_true")
     parser.add_argument("--max_steps", type=int, default=0, help="time the first N steps of each epoch (0: all)")
     parser.add_argument("--variants", default="", help="comma-separated subset of the variants (default: all)")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def results(args):
+    """The :class:`Setup`, then per model of ``--models`` its :class:`EpochCosts` and (unless
+    ``--skip_validation``) its :class:`Validation`, each as it is measured."""
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = {"benchmark_filename": ["train", "valid", "test"]} if args.dataset in BENCHMARK_SPLITS else {}
-    print(f"dataset {args.dataset}, sparsity {args.sparsity}, {args.epochs} timed epochs per variant "
-          f"(+1 warm-up), torch {torch.__version__}, threads {torch.get_num_threads()}")
+    yield Setup.of(args)
     for model_name in args.models.split(","):
         run = prepare_run(model_name, args, method=["dsl", "pep"], **overrides)
         variants, explorer, search = epoch_variants(run, args.sparsity, args.max_steps)
@@ -152,18 +199,14 @@ def main() -> None:
         medians = alternate(variants, args.epochs, run.device)
         search.step_hook.remove()
         steps = min(args.max_steps or len(run.train_data), len(run.train_data))
-        print(f"{model_name} on {args.dataset} ({steps} of {len(run.train_data)} steps/epoch timed, device {run.device}); "
-              f"PEP's gathered tables: {search.gathered or 'none'}")
-        print(f"{'variant':14s} {'s/epoch':>9s} {'/ dense':>8s}")
-        for name, seconds in medians.items():
-            print(f"{name:14s} {seconds:9.3f} {seconds / medians['dense']:8.3f}")
-        print(f"dsl: {explorer.updates} explorations, {explorer.explore_seconds:.3f} s in them")
+        yield EpochCosts(model_name, args.dataset, steps, len(run.train_data), str(run.device),
+                         list(search.gathered), medians, explorer.updates, explorer.explore_seconds)
         if not args.skip_validation:
-            costs = validation_costs(run)
-            floor = costs["floor (matmul + topk)"][0]
-            print(f"{'validation':30s} {'seconds':>9s} {'users/batch':>12s} {'batches':>8s} {'/ floor':>8s}")
-            for name, (seconds, users, batches) in costs.items():
-                print(f"{name:30s} {seconds:9.3f} {users:12d} {batches:8d} {seconds / floor:8.2f}")
+            yield Validation(model_name, validation_costs(run))
+
+
+def main(argv=None) -> None:
+    show(results(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -15,19 +15,46 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import torch  # noqa: E402
-
-from common import alternate, arg_parser, masked_trainer, prepare_run, recbole_trainer  # noqa: E402
+from common import Setup, alternate, arg_parser, masked_trainer, prepare_run, recbole_trainer, show  # noqa: E402
 
 
+@dataclass
+class Overhead:
+    """One model's median seconds per epoch of each variant, and its masked model's size."""
 
-def main() -> None:
-    args = arg_parser(__doc__.splitlines()[0]).parse_args()
-    print(f"dataset {args.dataset}, sparsity {args.sparsity}, {args.epochs} timed epochs per variant "
-          f"(+1 warm-up), torch {torch.__version__}, threads {torch.get_num_threads()}")
+    model: str
+    device: str
+    seconds: dict  # variant -> median s/epoch: recbole, dense, masked
+    sparsity: float
+    nonzero: int
+    total: int
+
+    @property
+    def masked_dense(self) -> float:
+        return self.seconds["masked"] / self.seconds["dense"]
+
+    @property
+    def masked_recbole(self) -> float:
+        return self.seconds["masked"] / self.seconds["recbole"]
+
+    def lines(self) -> list[str]:
+        return [f"{self.model:9s} device {self.device}: "
+                + ", ".join(f"{n} {t:.3f} s/epoch" for n, t in self.seconds.items())
+                + f" (sparsity {self.sparsity:.3f}, nonzero {self.nonzero}/{self.total}); "
+                f"masked/dense {self.masked_dense:.3f}, masked/recbole {self.masked_recbole:.3f}"]
+
+
+def parse_args(argv=None):
+    return arg_parser(__doc__.splitlines()[0]).parse_args(argv)
+
+
+def results(args):
+    """The :class:`Setup`, then one :class:`Overhead` per model of ``--models``, each as it is measured."""
+    yield Setup.of(args)
     for model_name in args.models.split(","):
         run = prepare_run(model_name, args)
         device = run.config["device"]
@@ -40,10 +67,11 @@ def main() -> None:
         alternate(variants, 1, device)  # warm-up (allocator, caches)
         medians = alternate(variants, args.epochs, device)
         report = trainers["masked"].mask.report()
-        print(f"{model_name:9s} device {device}: " + ", ".join(f"{n} {t:.3f} s/epoch" for n, t in medians.items())
-              + f" (sparsity {report.sparsity:.3f}, nonzero {report.total_nonzero}/{report.total}); "
-              f"masked/dense {medians['masked'] / medians['dense']:.3f}, "
-              f"masked/recbole {medians['masked'] / medians['recbole']:.3f}")
+        yield Overhead(model_name, str(device), medians, report.sparsity, report.total_nonzero, report.total)
+
+
+def main(argv=None) -> None:
+    show(results(parse_args(argv)))
 
 
 if __name__ == "__main__":

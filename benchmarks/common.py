@@ -9,6 +9,7 @@ import argparse
 import copy
 import statistics
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
 
@@ -28,6 +29,32 @@ def arg_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--gpu_id", default="0")
     parser.add_argument("--use_gpu", action="store_true", help="use CUDA when available")
     return parser
+
+
+@dataclass
+class Setup:
+    """What a side-by-side benchmark timed: its first printed line."""
+
+    dataset: str
+    sparsity: float
+    epochs: int
+    torch: str
+    threads: int
+
+    @classmethod
+    def of(cls, args) -> "Setup":
+        return cls(args.dataset, args.sparsity, args.epochs, torch.__version__, torch.get_num_threads())
+
+    def lines(self) -> list[str]:
+        return [f"dataset {self.dataset}, sparsity {self.sparsity}, {self.epochs} timed epochs per variant "
+                f"(+1 warm-up), torch {self.torch}, threads {self.threads}"]
+
+
+def show(results) -> None:
+    """Print each of a benchmark's results (anything with ``lines()``) as it is measured."""
+    for result in results:
+        for line in result.lines():
+            print(line)
 
 
 def prepare_run(model: str, args, method: str = "dense", **overrides):

@@ -32,12 +32,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
-import io
+import importlib
 import os
 import platform
 import random
-import re
 import subprocess
 import sys
 import tempfile
@@ -279,66 +277,41 @@ def part_parity(args, report: Report, budget: float) -> list[str]:
             f"trained magnitudes, so a tie near the threshold may flip). Raw: parity.csv", ""] + table(rows)
 
 
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _measure(name: str, argv: list[str]) -> tuple[object, list, str]:
+    """A benchmark's results with ``argv``, in this process: ``(its module, its results, the text its
+    main() prints from them)``."""
+    module = importlib.import_module(name)  # benchmarks/ is on sys.path
+    results = list(module.results(module.parse_args(argv)))
+    return module, results, "".join(f"{line}\n" for result in results for line in result.lines())
 
 
-def _run_script(name: str, argv: list[str]) -> str:
-    """A benchmark's ``main()`` in this process with ``argv``; its printed output."""
-    module = _load_script(name)
-    saved, sys.argv = sys.argv, [name] + argv
-    buffer = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(buffer):
-            module.main()
-    finally:
-        sys.argv = saved
-    return buffer.getvalue()
+# The benchmarks' validation cases whose cost over the floor is a figure
+VALIDATION_CASES = ("recbole default", "plugin budget", "floor (matmul + topk)")
 
 
-NUMBER = r"([0-9.]+|nan|inf)"
-
-
-def parse_costs(script: str, text: str) -> list[dict]:
-    """The figures of a benchmark's printed output, as rows."""
+def cost_rows(script: str, module, results: list) -> list[dict]:
+    """The figures of a benchmark's results, as rows; each value rounded as the benchmark prints it."""
     rows = []
-    model = None
-    for line in text.splitlines():
-        head = re.match(r"^(\w+) on \S+ \(", line)
-        if head:
-            model = head.group(1)
-        m = re.match(rf"^(\w+)\s+device (\S+):.*masked/dense {NUMBER}, masked/recbole {NUMBER}", line)
-        if script == "bench_mask_overhead" and m:
-            rows.append({"script": script, "model": m.group(1), "figure": "masked/dense", "value": float(m.group(3))})
-            rows.append({"script": script, "model": m.group(1), "figure": "masked/recbole",
-                         "value": float(m.group(4))})
-        m = re.match(rf"^(recbole|dense|masked|dsl|pep|kd|small_dense)\s+{NUMBER}\s+{NUMBER}$", line)
-        if script == "bench_epoch_cost" and m:
-            rows.append({"script": script, "model": model, "figure": f"{m.group(1)} s/epoch", "value": float(m.group(2))})
-            rows.append({"script": script, "model": model, "figure": f"{m.group(1)}/dense", "value": float(m.group(3))})
-        m = re.match(rf"^dsl: (\d+) explorations, {NUMBER} s in them", line)
-        if script == "bench_epoch_cost" and m:
-            rows.append({"script": script, "model": model, "figure": "dsl exploration seconds",
-                         "value": float(m.group(2))})
-        m = re.match(rf"^(recbole default|plugin budget|floor \(matmul \+ topk\))\s+{NUMBER}\s+\d+\s+\d+\s+{NUMBER}$",
-                     line)
-        if script == "bench_epoch_cost" and m:
-            rows.append({"script": script, "model": model, "figure": f"validation {m.group(1)} / floor",
-                         "value": float(m.group(3))})
-        m = re.match(rf"^(dense|masked \S+|compact \S+|int8 \S+)\s+\d+\s+{NUMBER}\s", line)
-        if script == "bench_compact" and m:
-            tokens = line.split()
-            offset = 2 if m.group(1) == "dense" else 3
-            rest = tokens[offset:]
-            if not m.group(1).startswith(("compact", "int8")):
-                rest = rest[:1] + ["-"] + rest[1:]  # no target column
-            rows.append({"script": script, "model": "BPR", "figure": f"{m.group(1)} tables/dense",
-                         "value": float(rest[0])})
-            rows.append({"script": script, "model": "BPR", "figure": f"{m.group(1)} eval peak/dense",
-                         "value": float(rest[3])})
+
+    def add(model: str, figure: str, value: float, digits: int) -> None:
+        rows.append({"script": script, "model": model, "figure": figure, "value": round(value, digits)})
+
+    for result in results:
+        if script == "bench_mask_overhead" and isinstance(result, module.Overhead):
+            add(result.model, "masked/dense", result.masked_dense, 3)
+            add(result.model, "masked/recbole", result.masked_recbole, 3)
+        elif script == "bench_epoch_cost" and isinstance(result, module.EpochCosts):
+            for variant, seconds in result.seconds.items():
+                add(result.model, f"{variant} s/epoch", seconds, 3)
+                add(result.model, f"{variant}/dense", result.per_dense(variant), 3)
+            add(result.model, "dsl exploration seconds", result.explore_seconds, 3)
+        elif script == "bench_epoch_cost" and isinstance(result, module.Validation):
+            for case in (case for case in result.costs if case in VALIDATION_CASES):
+                add(result.model, f"validation {case} / floor", result.per_floor(case), 2)
+        elif script == "bench_compact" and isinstance(result, module.Evaluations):
+            for variant in result.variants:
+                add("BPR", f"{variant.name} tables/dense", variant.tables_dense, 4)
+                add("BPR", f"{variant.name} eval peak/dense", variant.peak_dense, 3)
     return rows
 
 
@@ -373,9 +346,9 @@ def part_costs(args, report: Report, budget: float) -> list[str]:
             continue
         t0 = time.perf_counter()
         with contextlib.chdir(report.out / "work"):
-            printed = _run_script(script, argv)
+            module, results, printed = _measure(script, argv)
         text.append(f"$ python benchmarks/{script}.py {' '.join(argv)}\n{printed}")
-        found = parse_costs(script, printed)
+        found = cost_rows(script, module, results)
         rows += found + (_dsl_share(found, epochs) if script == "bench_epoch_cost" else [])
         lines.append(f"- `{script}` on {dataset}: {time.perf_counter() - t0:.1f} s")
     paths.write_text(report.out / "costs.txt", "\n".join(text))
