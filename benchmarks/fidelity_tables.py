@@ -79,6 +79,9 @@ def main() -> None:
     parser.add_argument("--against", default="omp", help="the method every ticket is also paired with")
     parser.add_argument("--metric", default=None,
                         help="test column (default: the run's verdict metric, and a labeled task's other metrics)")
+    parser.add_argument("--versus", default=None,
+                        help="LABEL=STUDY: the same tickets trained otherwise (another learner); a table of each "
+                             "ticket in both, Δ paired by seed, and their seconds per epoch")
     parser.add_argument("--epoch_cost", action="store_true",
                         help="add each ticket's seconds per epoch over its seed's dense ticket's (mean ± std)")
     args = parser.parse_args()
@@ -95,7 +98,33 @@ def main() -> None:
     for i, metric in enumerate(metrics):
         if i:
             print()
-        table(args, main_rows, metric, args.epoch_cost and not i)
+        if args.versus:
+            versus_table(main_rows, *args.versus.split("=", 1), metric)
+        else:
+            table(args, main_rows, metric, args.epoch_cost and not i)
+
+
+def versus_table(main_rows: dict[int, dict[str, dict]], label: str, study: str, metric: str) -> None:
+    """Each ticket of the main study beside the same ticket of ``study`` (same seeds): Δ = ``label`` − main."""
+    other = seed_rows(glob.glob(study)[0])
+    print(f"| ticket | sparsity | {metric}: main | {metric}: {label} | Δ {label} − main (95% CI), p "
+          f"| s/epoch: main | s/epoch: {label} |")
+    print("|---" * 7 + "|")
+    names = list(dict.fromkeys(t for rows in main_rows.values() for t in rows))
+    for name in names:
+        mine = {s: rows[name] for s, rows in main_rows.items() if name in rows and rows[name].get(metric) is not None}
+        theirs = {s: rows[name] for s, rows in other.items() if name in rows and rows[name].get(metric) is not None}
+        cells = []
+        for rows in (mine, theirs):
+            mean, std = spread([r[metric] for r in rows.values()])
+            cells.append(f"{mean:.4f} ± {std:.4f}" if std is not None else (f"{mean:.4f}" if mean is not None else ""))
+        delta = compare({s: r[metric] for s, r in theirs.items()}, {s: r[metric] for s, r in mine.items()}, metric)
+        cost = []
+        for rows in (mine, theirs):
+            mean, std = spread([c for c in map(epoch_cost, rows.values()) if c is not None])
+            cost.append(f"{mean:.2f} ± {std:.2f}" if std is not None else (f"{mean:.2f}" if mean is not None else ""))
+        target = target_of(next(iter(mine.values()))) if mine else ""
+        print(f"| {name} | {target} | {cells[0]} | {cells[1]} | {delta} | {cost[0]} | {cost[1]} |")
 
 
 def table(args, main_rows: dict[int, dict[str, dict]], metric: str, with_cost: bool) -> None:

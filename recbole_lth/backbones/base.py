@@ -69,19 +69,26 @@ class DeferredRows:
     Anything else is read as :func:`training_rows` reads it."""
 
     def __init__(self):
-        self.pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]] = []
 
     def __call__(self, module: nn.Module, ids: torch.Tensor) -> torch.Tensor:
         if type(module) is not nn.Embedding or "forward" in vars(module):
             return training_rows(module, ids)
         rows = F.embedding(ids, module.weight.detach()).requires_grad_()
-        self.pending.append((module.weight, ids, rows))
+        self.pending.append((module.weight, ids, rows, module.sparse))
         return rows
 
     @torch.no_grad()
     def flush(self) -> None:
-        for weight, ids, rows in self.pending:
+        for weight, ids, rows, sparse in self.pending:
             if rows.grad is None:
+                continue
+            if (weight.grad is not None and weight.grad.is_sparse) or (weight.grad is None and sparse):
+                # learner: sparse_adam: the rows join the table's row-sparse gradient, uncoalesced
+                flat = ids.reshape(1, -1)
+                extra = torch.sparse_coo_tensor(flat, rows.grad.reshape(flat.shape[1], *weight.shape[1:]),
+                                                weight.shape)
+                weight.grad = extra if weight.grad is None else weight.grad + extra
                 continue
             if weight.grad is None:
                 weight.grad = torch.zeros_like(weight)

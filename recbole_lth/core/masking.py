@@ -44,13 +44,14 @@ from torch import nn
 
 from recbole_lth.core import tasks
 from recbole_lth.core.errors import ConfigError
+from recbole_lth.core.optim import LazyAdam, sparse_rows
 
 PRUNE_TARGETS = ("embeddings", "all_weights")
 
 # Optimizers for which zero grad + zero weight + zero state stays exactly zero
 # through step() (weight decay included), so no post-step re-zeroing is needed.
 ZERO_PRESERVING_OPTIMIZERS = (
-    torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.Adagrad, torch.optim.RMSprop,
+    torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.Adagrad, torch.optim.RMSprop, LazyAdam,
 )
 PRUNE_SCOPES = ("global", "per_table", "per_field")
 
@@ -189,6 +190,7 @@ class ParameterMask:
         # Called in the pre-step hook, before pruned gradients are zeroed.
         self.grad_observers: list[GradObserver] = []
         self.step_count = 0
+        self._rows: dict[str, torch.Tensor] = {}  # the rows of this step's row-sparse gradients
         self.set_masks(masks)
 
     # ------------------------------------------------------------------ masks
@@ -278,16 +280,26 @@ class ParameterMask:
         self.step_count += 1
         for observer in self.grad_observers:
             observer(self)
+        # A row-sparse gradient (learner: sparse_adam) is masked on its rows only: O(batch).
+        self._rows = {n: sparse_rows(p.grad)[0] for n, p in self.params.items()
+                      if p.grad is not None and p.grad.is_sparse}
         if self.warm_state:
             return
         for name, param in self.params.items():
-            if param.grad is not None:
+            if name in self._rows:
+                rows, values = sparse_rows(param.grad)
+                values.mul_(self._keep[name].index_select(0, rows))
+            elif param.grad is not None:
                 param.grad.mul_(self._keep[name])
 
     @torch.no_grad()
     def _after_step(self, optimizer, args, kwargs) -> None:
         for name, param in self.params.items():
-            param.mul_(self._keep[name])
+            rows = self._rows.get(name)
+            if rows is None:
+                param.mul_(self._keep[name])
+            else:  # a lazy optimizer moved these rows only
+                param.index_put_((rows,), param.index_select(0, rows) * self._keep[name].index_select(0, rows))
 
     # -------------------------------------------------------------- reporting
     @torch.no_grad()

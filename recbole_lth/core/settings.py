@@ -221,7 +221,7 @@ def _whole_list(x) -> bool:
     return isinstance(x, list) and bool(x) and all(is_whole(v) and v >= 1 for v in x)
 
 
-LEARNERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop")
+LEARNERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop", "sparse_adam")
 
 
 # RecBole's own keys whose impossible values RecBole accepts silently or fails
@@ -242,10 +242,9 @@ RECBOLE_KEYS = (
                whole=True),
     number_key("weight_decay", "RecBole: L2 of the learner", 0),
     Key("seed", "RecBole: the random seed", "a whole number in [0, 2**32)", lambda x: is_whole(x) and 0 <= x < SEED_LIMIT),
-    # RecBole trains an unknown learner as Adam with one warning; sparse_adam stops at
-    # the first step, since no RecBole model reads its tables with sparse gradients
-    Key("learner", "RecBole: the optimizer", f"one of {', '.join(LEARNERS)} (sparse_adam needs embedding tables "
-        "read with sparse gradients, which no RecBole model does: not supported yet)",
+    # RecBole trains an unknown learner as Adam with one warning: refused here.
+    Key("learner", "RecBole: the optimizer (sparse_adam: tables read row by row with sparse gradients, "
+        "lazy Adam on the rows a batch looked up, Adam elsewhere)", f"one of {', '.join(LEARNERS)}",
         lambda x: isinstance(x, str) and x.lower() in LEARNERS),
 )
 

@@ -18,6 +18,7 @@ import yaml
 from recbole_lth import backbones
 from recbole_lth.core import rebind, tasks
 from recbole_lth.core.errors import ConfigError
+from recbole_lth.core.optim import is_sparse_learner, read_rows_sparsely
 from recbole_lth.engine import distributed
 
 
@@ -335,10 +336,13 @@ def new_model(config, dataset, sizes: dict | None = None, fork_rng: bool = False
 
 
 def accelerated(config, model):
-    """The model with its backbone's faster forward, unless ``fast_propagation`` is False."""
+    """The model with its backbone's faster forward, unless ``fast_propagation`` is False;
+    with ``learner: sparse_adam``, its tables looked up with sparse gradients."""
     declared = backbones.of(model)
     if declared is not None and declared.accelerate is not None and config["fast_propagation"] is not False:
         declared.accelerate(model)
+    if is_sparse_learner(config["learner"]):
+        read_rows_sparsely(model)
     return model
 
 

@@ -37,6 +37,7 @@ from recbole.utils import get_trainer
 
 from recbole_lth.core import rebind
 from recbole_lth.core.masking import ParameterMask
+from recbole_lth.core.optim import LazyAdam, is_sparse_learner
 from recbole_lth.engine.evaluation import FullSortEvaluation
 
 
@@ -63,6 +64,20 @@ def fused(optimizer, enabled: bool = True):
         return type(optimizer)([dict(group, fused=True, foreach=None) for group in optimizer.param_groups])
     except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device/dtype
         return optimizer
+
+
+def build_optimizer(trainer, **kwargs):
+    """RecBole's optimizer for ``trainer`` (``_build_optimizer``'s keywords),
+    fused where torch has a kernel; ``learner: sparse_adam`` is
+    :class:`~recbole_lth.core.optim.LazyAdam` (RecBole's SparseAdam refuses every
+    dense gradient a model has)."""
+    learner = kwargs.get("learner", trainer.config["learner"])
+    if is_sparse_learner(learner):
+        return LazyAdam(kwargs.get("params", trainer.model.parameters()),
+                        lr=kwargs.get("learning_rate", trainer.config["learning_rate"]),
+                        weight_decay=kwargs.get("weight_decay", trainer.config["weight_decay"]) or 0.0,
+                        fused=bool(trainer.config["fused_optimizer"]))
+    return fused(trainer._build_optimizer(**kwargs), trainer.config["fused_optimizer"])
 
 
 def invalidate_caches(model) -> None:
@@ -210,6 +225,8 @@ class SparseTrainerMixin(_Lifecycle):
         self.loss_func = loss_func
 
     def _build_optimizer(self, **kwargs):
+        if is_sparse_learner(kwargs.get("learner", self.config["learner"])):
+            return build_optimizer(self, **kwargs)
         return fused(super()._build_optimizer(**kwargs), self.config["fused_optimizer"])
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
@@ -297,7 +314,7 @@ def hooked_trainer(config, model, param_groups, hooks=(), tensorboard_dir=None):
     hooks' lifecycle."""
     with tensorboard_in(tensorboard_dir):
         trainer = _trainer_class(_Hooked, config)(config, model)
-    trainer.optimizer = fused(trainer._build_optimizer(params=param_groups), config["fused_optimizer"])
+    trainer.optimizer = build_optimizer(trainer, params=param_groups)
     trainer.use_hooks(hooks)
     return trainer
 

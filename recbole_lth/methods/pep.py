@@ -161,7 +161,8 @@ class PepSearch(TrainingHook):
     snapshot only then; otherwise (CUDA, no host sync per step) every check
     writes the margins into the next target's slot or a scratch slot with one
     ``index_copy_``.  Both record the same masks.
-    ``row_sparse`` (off by default; needs RecBole's learner to be Adam): the
+    ``row_sparse`` (off by default with ``learner: adam``, always on with
+    ``sparse_adam``, ignored with any other learner): the
     ``s`` of a gathered table (one per row or entry) is trained by a
     :class:`RowAdam`, which updates only the rows the step looked up: O(batch),
     but a different algorithm, and on ml-100k BPR its 0.8 and 0.9 tickets
@@ -184,7 +185,9 @@ class PepSearch(TrainingHook):
         invalidate_caches(self.model)
         device = torch.device(run.device)
         self.host_check = device.type == "cpu" if host_check is None else host_check
-        row_sparse = bool(row_sparse) and str(run.config["learner"]).lower() == "adam"
+        learner = str(run.config["learner"]).lower()
+        # Under sparse_adam every table is lazy already: its thresholds follow, and the step is O(batch).
+        row_sparse = (bool(row_sparse) and learner == "adam") or learner == "sparse_adam"
         self.check_every = check_every
         names = list(run.prunable)
         # Tensor groups whose sparsity is compared with the targets: all

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from recbole_lth.core.optim import dense_grad
 from recbole_lth.core import pruning
 from recbole_lth.core.settings import number_key
 from recbole_lth.engine import distributed
@@ -33,7 +34,7 @@ def init_gradients(run, batches: int) -> dict:
             break
         loss = model.calculate_loss(interaction.to(run.device))
         (sum(loss) if isinstance(loss, tuple) else loss).backward()
-    grads = {n: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+    grads = {n: dense_grad(p.grad.detach()).clone() if p.grad is not None else torch.zeros_like(p)
              for n, p in run.prunable.items()}
     model.zero_grad(set_to_none=True)
     invalidate_caches(model)

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from recbole_lth.core import pruning
+from recbole_lth.core.optim import dense_grad, sparse_rows
 from recbole_lth.engine.run import TicketHook
 from recbole_lth.sparse import costs
 
@@ -129,7 +130,11 @@ class AccumulatedGradientGrow(GrowScore):
             if grad is None:
                 continue
             ids = (rows or {}).get(name)
-            if name not in self.total:
+            if grad.is_sparse:  # learner: sparse_adam; its rows are the step's lookups
+                if name not in self.total:
+                    self.total[name] = torch.zeros(grad.shape, dtype=grad.dtype, device=grad.device)
+                self.total[name].index_add_(0, *sparse_rows(grad))
+            elif name not in self.total:
                 self.total[name] = grad.detach().clone()
             elif ids is None:
                 self.total[name].add_(grad)
@@ -362,6 +367,7 @@ class Explorer(TicketHook):
             self.grow.observe(grads, self.looked_up(grads))
         if not self.schedule.is_update_step(step):
             return
+        grads = {n: dense_grad(g) for n, g in grads.items()}  # a sparse_adam table's, once per update
         counts = exchange_counts(self.active, self.numel, self.schedule.fraction(step), self.scope)
         exchanged = sum(counts.values()) if isinstance(counts, dict) else counts
         if exchanged == 0:
@@ -381,6 +387,9 @@ class Explorer(TicketHook):
         self.exchanged += exchanged
 
     def looked_up(self, grads) -> dict | None:
+        if self.rows is not None and any(g is not None and g.is_sparse for g in grads.values()):
+            self.rows.remove()  # a row-sparse gradient names its rows itself
+            self.rows = None
         if self.rows is None:
             return None
         rows = self.rows.take()

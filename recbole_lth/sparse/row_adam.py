@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch.optim.adam import adam
 
+from recbole_lth.core.optim import step_rows
+
 
 class _Lookup(torch.autograd.Function):
     """``table[index]`` whose backward hands the rows' gradient to a
@@ -85,22 +87,13 @@ class RowAdam:
             self.table.grad = None
             updated = self.table.numel()
         else:
-            updated = self._step_rows(torch.cat(self.touched).sort().values)  # sorted: better locality
+            updated = self._step_rows(torch.cat(self.touched))
         self.touched.clear()
         return updated
 
     def _step_rows(self, rows: torch.Tensor) -> int:
         tables = (self.table, self.grad, self.exp_avg, self.exp_avg_sq)
-        if self.work.shape[1] < rows.numel():
-            self.work = self.table.new_empty((4, rows.numel(), *self.table.shape[1:]))
-        picked = self.work[:, :rows.numel()].unbind(0)
-        for table, out in zip(tables, picked):
-            torch.index_select(table, 0, rows, out=out)
-        self._adam(*picked)
-        # A row looked up twice appears twice with the same new value: either write is right.
-        for table, new in zip((self.table, self.exp_avg, self.exp_avg_sq), (picked[0], picked[2], picked[3])):
-            table.index_put_((rows,), new)
-        self.grad.index_fill_(0, rows, 0)
+        self.work = step_rows(tables, rows, self.work, self._adam)
         return rows.numel() * self.table[0].numel()
 
     def _adam(self, param, grad, exp_avg, exp_avg_sq) -> None:
