@@ -150,3 +150,14 @@ def test_workers_and_a_resumed_run_give_the_sequential_results_bit_for_bit(tmp_p
     shutil.rmtree(lost)
     assert_same_run(sequential, run("resumed"))
     assert (lost / "ticket.pt").is_file()
+
+
+def test_sparse_adam_with_clip_grad_norm_is_refused_before_anything_is_written(tmp_path, capsys):
+    """torch has no norm of a sparse gradient: RecBole's clipping stopped the first step with a traceback."""
+    from recbole_lth.cli import main
+
+    status = main(["--model=BPR", "--dataset=ml-100k", "--method=omp", "--learner=sparse_adam",
+                   "--clip_grad_norm={max_norm: 5}", f"--run_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "invalid learner='sparse_adam'" in err[0] and "clip_grad_norm" in err[0]
+    assert not (tmp_path / "run").exists()

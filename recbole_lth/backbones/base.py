@@ -87,7 +87,7 @@ class DeferredRows:
                 # learner: sparse_adam: the rows join the table's row-sparse gradient, uncoalesced
                 flat = ids.reshape(1, -1)
                 extra = torch.sparse_coo_tensor(flat, rows.grad.reshape(flat.shape[1], *weight.shape[1:]),
-                                                weight.shape)
+                                                weight.shape, check_invariants=False)  # ids < rows: looked up
                 weight.grad = extra if weight.grad is None else weight.grad + extra
                 continue
             if weight.grad is None:

@@ -266,6 +266,15 @@ def check_valid_metric(settings: dict) -> None:
         raise ConfigError("valid_metric", metric, allowed)
 
 
+def check_learner(settings: dict) -> None:
+    """``sparse_adam``'s row-sparse gradients have no norm in torch, so RecBole's
+    ``clip_grad_norm`` would stop the first step."""
+    if str(settings.get("learner", "")).lower() == "sparse_adam" and settings.get("clip_grad_norm"):
+        raise ConfigError("learner", settings["learner"], f"one of {', '.join(LEARNERS[:-1])} with "
+                          "clip_grad_norm (torch has no norm of the row-sparse gradients sparse_adam reads), "
+                          "or clip_grad_norm: ~")
+
+
 def check_dataset(settings: dict) -> None:
     """(The model is checked by :func:`recbole_lth.backbones.check_model`.)"""
     if not settings.get("dataset") or not isinstance(settings.get("dataset"), str):
@@ -278,6 +287,7 @@ def check_common(settings: dict) -> None:
     check_keys(settings, COMMON_KEYS)
     check_keys(settings, RECBOLE_KEYS)
     check_valid_metric(settings)
+    check_learner(settings)
     tasks.check_settings(settings)
     epochs = settings.get("epochs")
     if not is_whole(epochs) or epochs < 1:
