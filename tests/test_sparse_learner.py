@@ -10,7 +10,7 @@ from torch import nn
 
 import recbole_lth
 from recbole_lth.core.masking import ParameterMask
-from recbole_lth.core.optim import LazyAdam, read_rows_sparsely
+from recbole_lth.core.optim import LazyAdam, RowwiseAdagrad, read_rows_sparsely
 
 from conftest import quick_settings
 
@@ -73,22 +73,39 @@ def test_a_dense_gradient_gets_torchs_adam_bit_for_bit():
     assert torch.equal(lazy.weight, dense.weight) and torch.equal(lazy.bias, dense.bias)
 
 
+def test_rowwise_adagrad_keeps_one_accumulator_per_row_and_moves_only_looked_up_rows():
+    table = _table()
+    read_rows_sparsely(table)
+    init = table.weight.detach().clone()
+    opt = RowwiseAdagrad(table.parameters(), lr=0.1)
+    _steps(table, opt, BATCHES[:1])
+    # One step, ids [1, 2, 2, 7]: g = 2w per lookup, row 2 looked up twice (g = 4w).
+    for row, looks in ((1, 1), (2, 2), (7, 1)):
+        g = 2 * looks * init[row]
+        expected = init[row] - 0.1 * g / ((g ** 2).mean().sqrt() + 1e-10)
+        assert torch.allclose(table.weight[row], expected, atol=1e-6)
+    state = opt.state[table.weight]
+    assert state["row_sum"].shape == (50,) and torch.count_nonzero(state["row_sum"]) == 3
+    assert torch.equal(table.weight[[0, 3, 4]], init[[0, 3, 4]])
+
+
+@pytest.mark.parametrize("optimizer", [LazyAdam, RowwiseAdagrad])
 @pytest.mark.parametrize("warm", [False, True])
-def test_pruned_weights_stay_zero_with_row_sparse_gradients(warm):
+def test_pruned_weights_stay_zero_with_row_sparse_gradients(warm, optimizer):
     table = _table()
     read_rows_sparsely(table)
     keep = torch.rand(table.weight.shape, generator=torch.Generator().manual_seed(1)) > 0.5
     mask = ParameterMask({"weight": table.weight}, {"weight": keep})
     if warm:
         mask.keep_optimizer_state()
-    opt = LazyAdam(table.parameters(), lr=0.1, weight_decay=0.01)
+    opt = optimizer(table.parameters(), lr=0.1, weight_decay=0.01)
     mask.attach(opt)
     before = table.weight.detach().clone()
     _steps(table, opt, BATCHES)
     assert not table.weight[~keep].any()
     assert not torch.equal(table.weight[keep], before[keep])
     state = opt.state[table.weight]
-    if not warm:  # a cold state stays zero where pruned, so a regrown weight starts afresh
+    if not warm and optimizer is LazyAdam:  # a cold state stays zero where pruned: a regrown weight starts afresh
         assert not state["exp_avg"][~keep].any() and not state["exp_avg_sq"][~keep].any()
 
 
@@ -112,12 +129,13 @@ def _rows(run_dir):
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.parametrize("learner", ["sparse_adam", "rowwise_adagrad"])
 @pytest.mark.parametrize("model", ["BPR", "NeuMF"])
 @pytest.mark.parametrize("label", sorted(METHODS))
-def test_every_method_trains_with_sparse_adam(tmp_path, tiny_data, model, label):
+def test_every_method_trains_with_a_row_sparse_learner(tmp_path, tiny_data, model, label, learner):
     data_path, dataset = tiny_data
     method, keys = METHODS[label]
-    settings = quick_settings(model, data_path=data_path, learner="sparse_adam", target_sparsities=[0.5],
+    settings = quick_settings(model, data_path=data_path, learner=learner, target_sparsities=[0.5],
                               output_root=str(tmp_path / "runs"), learning_rate=0.01, **keys)
     result = recbole_lth.run(model=model, dataset=dataset, method=method, config_dict=settings)
     rows = _rows(result.run_dir)

@@ -30,6 +30,11 @@ A :class:`ParameterMask` owns one boolean mask per selected parameter
   keeps tracking the true gradient; pruned weights are zeroed after every
   step instead, and a regrown weight starts at zero with warm state.
 
+* A row-sparse gradient (``learner: sparse_adam``: a table read only by
+  lookups, :mod:`recbole_lth.core.optim`) is masked on its rows only
+  (``values *= keep[rows]``) and re-zeroed after the step on those rows
+  only: the masked step costs the batch, not the table.
+
 Nothing here synchronises with the host per step: the hooks only launch
 in-place device kernels.
 """
@@ -44,7 +49,7 @@ from torch import nn
 
 from recbole_lth.core import tasks
 from recbole_lth.core.errors import ConfigError
-from recbole_lth.core.optim import LazyAdam, sparse_rows
+from recbole_lth.core.optim import LazyAdam, RowwiseAdagrad, sparse_rows
 
 PRUNE_TARGETS = ("embeddings", "all_weights")
 
@@ -52,6 +57,7 @@ PRUNE_TARGETS = ("embeddings", "all_weights")
 # through step() (weight decay included), so no post-step re-zeroing is needed.
 ZERO_PRESERVING_OPTIMIZERS = (
     torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.Adagrad, torch.optim.RMSprop, LazyAdam,
+    RowwiseAdagrad,
 )
 PRUNE_SCOPES = ("global", "per_table", "per_field")
 
@@ -299,7 +305,7 @@ class ParameterMask:
             if rows is None:
                 param.mul_(self._keep[name])
             else:  # a lazy optimizer moved these rows only
-                param.index_put_((rows,), param.index_select(0, rows) * self._keep[name].index_select(0, rows))
+                param.index_copy_(0, rows, param.index_select(0, rows) * self._keep[name].index_select(0, rows))
 
     # -------------------------------------------------------------- reporting
     @torch.no_grad()

@@ -17,6 +17,9 @@ trainer sees:
   read whole: LightGCN's propagation, SASRec's output scores) gets torch's
   Adam, so on such a table a step costs what it costs with ``adam``.
 
+``learner: rowwise_adagrad`` is :class:`RowwiseAdagrad` the same way
+(FBGEMM's row-wise Adagrad on looked-up rows, torch's Adagrad elsewhere).
+
 Why not ``torch.optim.SparseAdam`` itself: it coalesces the gradient (a
 sort and a host sync per table per step on CUDA), adds ``eps`` outside the
 bias correction (a different update from Adam's in the smallest moments),
@@ -33,7 +36,7 @@ import torch
 from torch import nn
 from torch.optim.adam import adam
 
-SPARSE_LEARNERS = ("sparse_adam",)
+SPARSE_LEARNERS = ("sparse_adam", "rowwise_adagrad")
 
 
 def is_sparse_learner(learner) -> bool:
@@ -125,9 +128,62 @@ def step_rows(tensors, rows: torch.Tensor, work: torch.Tensor, update) -> torch.
     update(*picked)
     # A row repeated in `rows` got the same new values at each place: either write is right.
     for full, new in ((param, picked[0]), (exp_avg, picked[2]), (exp_avg_sq, picked[3])):
-        full.index_put_((rows,), new)
+        full.index_copy_(0, rows, new)
     grad.index_fill_(0, rows, 0)
     return work
+
+
+class RowwiseAdagrad(torch.optim.Optimizer):
+    """FBGEMM's row-wise Adagrad (torchrec's default for embedding tables) on
+    a row-sparse gradient: one accumulator per row, ``G_r += mean(g_r²)``,
+    ``w_r -= lr · g_r / (√G_r + eps)``, on the looked-up rows only; a
+    ``(rows,)`` state instead of Adam's two table-sized moments.  A dense
+    gradient (a layer, or a table read whole) gets torch's Adagrad (its
+    single-tensor form: ``sum += g²``, ``w -= lr · g / (√sum + eps)``).
+    ``weight_decay``: L2 added to the gradient (the looked-up rows only)."""
+
+    def __init__(self, params, lr: float = 1e-2, eps: float = 1e-10, weight_decay: float = 0.0):
+        super().__init__(params, dict(lr=lr, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if param.grad.is_sparse:
+                    self._rows(param, group, self.state[param])
+                else:
+                    self._dense(param, group, self.state[param])
+        return loss
+
+    def _dense(self, param, group, state) -> None:
+        if "sum" not in state:
+            state["sum"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        grad = param.grad if not group["weight_decay"] else param.grad.add(param, alpha=group["weight_decay"])
+        state["sum"].addcmul_(grad, grad, value=1)
+        param.addcdiv_(grad, state["sum"].sqrt().add_(group["eps"]), value=-group["lr"])
+
+    def _rows(self, param, group, state) -> None:
+        if "row_sum" not in state:
+            state["row_sum"] = param.new_zeros(param.shape[0])
+            state["summed"] = torch.zeros_like(param)  # zero outside a step's rows
+        rows, values = sparse_rows(param.grad)
+        state["summed"].index_add_(0, rows, values)
+        rows = rows.sort().values
+        weight, grad = param.index_select(0, rows), state["summed"].index_select(0, rows)
+        if group["weight_decay"]:
+            grad.add_(weight, alpha=group["weight_decay"])
+        # A row looked up twice appears twice with the same summed gradient: the same new values.
+        row_sum = state["row_sum"].index_select(0, rows) + grad.pow(2).flatten(1).mean(1)
+        scale = (row_sum.sqrt() + group["eps"]).reshape(-1, *[1] * (param.dim() - 1))
+        param.index_copy_(0, rows, weight - group["lr"] * grad / scale)
+        state["row_sum"].index_copy_(0, rows, row_sum)
+        state["summed"].index_fill_(0, rows, 0)
 
 
 def _fusable(param: torch.Tensor) -> bool:

@@ -26,6 +26,7 @@ import yaml
 from recbole_lth.core import tasks
 from recbole_lth.core.errors import ConfigError, UnknownKey
 from recbole_lth.core.masking import PRUNE_SCOPES, PRUNE_TARGETS
+from recbole_lth.core.optim import is_sparse_learner
 
 # Keys that change how a run is shown or where it runs, not what it computes:
 # they are left out of the run's identity, so changing them resumes a run.
@@ -221,7 +222,7 @@ def _whole_list(x) -> bool:
     return isinstance(x, list) and bool(x) and all(is_whole(v) and v >= 1 for v in x)
 
 
-LEARNERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop", "sparse_adam")
+LEARNERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop", "sparse_adam", "rowwise_adagrad")
 
 
 # RecBole's own keys whose impossible values RecBole accepts silently or fails
@@ -244,7 +245,8 @@ RECBOLE_KEYS = (
     Key("seed", "RecBole: the random seed", "a whole number in [0, 2**32)", lambda x: is_whole(x) and 0 <= x < SEED_LIMIT),
     # RecBole trains an unknown learner as Adam with one warning: refused here.
     Key("learner", "RecBole: the optimizer (sparse_adam: tables read row by row with sparse gradients, "
-        "lazy Adam on the rows a batch looked up, Adam elsewhere)", f"one of {', '.join(LEARNERS)}",
+        "lazy Adam on the rows a batch looked up, Adam elsewhere; rowwise_adagrad: FBGEMM's row-wise Adagrad "
+        "on those rows, Adagrad elsewhere)", f"one of {', '.join(LEARNERS)}",
         lambda x: isinstance(x, str) and x.lower() in LEARNERS),
 )
 
@@ -269,9 +271,10 @@ def check_valid_metric(settings: dict) -> None:
 def check_learner(settings: dict) -> None:
     """``sparse_adam``'s row-sparse gradients have no norm in torch, so RecBole's
     ``clip_grad_norm`` would stop the first step."""
-    if str(settings.get("learner", "")).lower() == "sparse_adam" and settings.get("clip_grad_norm"):
-        raise ConfigError("learner", settings["learner"], f"one of {', '.join(LEARNERS[:-1])} with "
-                          "clip_grad_norm (torch has no norm of the row-sparse gradients sparse_adam reads), "
+    if is_sparse_learner(settings.get("learner", "")) and settings.get("clip_grad_norm"):
+        dense = [name for name in LEARNERS if not is_sparse_learner(name)]
+        raise ConfigError("learner", settings["learner"], f"one of {', '.join(dense)} with clip_grad_norm "
+                          f"(torch has no norm of the row-sparse gradients {settings['learner']} reads), "
                           "or clip_grad_norm: ~")
 
 

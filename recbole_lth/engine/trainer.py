@@ -37,7 +37,7 @@ from recbole.utils import get_trainer
 
 from recbole_lth.core import rebind
 from recbole_lth.core.masking import ParameterMask
-from recbole_lth.core.optim import LazyAdam, is_sparse_learner
+from recbole_lth.core.optim import LazyAdam, RowwiseAdagrad, is_sparse_learner
 from recbole_lth.engine.evaluation import FullSortEvaluation
 
 
@@ -70,13 +70,16 @@ def build_optimizer(trainer, **kwargs):
     """RecBole's optimizer for ``trainer`` (``_build_optimizer``'s keywords),
     fused where torch has a kernel; ``learner: sparse_adam`` is
     :class:`~recbole_lth.core.optim.LazyAdam` (RecBole's SparseAdam refuses every
-    dense gradient a model has)."""
-    learner = kwargs.get("learner", trainer.config["learner"])
+    dense gradient a model has), ``rowwise_adagrad``
+    :class:`~recbole_lth.core.optim.RowwiseAdagrad`."""
+    learner = str(kwargs.get("learner", trainer.config["learner"])).lower()
     if is_sparse_learner(learner):
-        return LazyAdam(kwargs.get("params", trainer.model.parameters()),
-                        lr=kwargs.get("learning_rate", trainer.config["learning_rate"]),
-                        weight_decay=kwargs.get("weight_decay", trainer.config["weight_decay"]) or 0.0,
-                        fused=bool(trainer.config["fused_optimizer"]))
+        params = kwargs.get("params", trainer.model.parameters())
+        keys = dict(lr=kwargs.get("learning_rate", trainer.config["learning_rate"]),
+                    weight_decay=kwargs.get("weight_decay", trainer.config["weight_decay"]) or 0.0)
+        if learner == "rowwise_adagrad":
+            return RowwiseAdagrad(params, **keys)
+        return LazyAdam(params, fused=bool(trainer.config["fused_optimizer"]), **keys)
     return fused(trainer._build_optimizer(**kwargs), trainer.config["fused_optimizer"])
 
 
