@@ -64,7 +64,26 @@ def sparse_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return grad._indices()[0], grad._values()
 
 
-class LazyAdam(torch.optim.Optimizer):
+class _RowSparse(torch.optim.Optimizer):
+    """An optimizer that updates each parameter with a gradient by ``_update`` (rows or whole)."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is not None:
+                    self._update(param, group)
+        return loss
+
+    def _update(self, param, group) -> None:
+        raise NotImplementedError
+
+
+class LazyAdam(_RowSparse):
     """Adam; on a parameter with a sparse gradient, only on the rows it holds (see the module)."""
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
@@ -81,23 +100,13 @@ class LazyAdam(torch.optim.Optimizer):
             state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         return state
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                fused = bool(group["fused"]) and _fusable(param)
-                state = self._state(param, fused)
-                if param.grad.is_sparse:
-                    self._rows(param, group, state, fused)
-                else:
-                    _adam(param, param.grad, state["exp_avg"], state["exp_avg_sq"], state["step"], group, fused)
-        return loss
+    def _update(self, param, group) -> None:
+        fused = bool(group["fused"]) and _fusable(param)
+        state = self._state(param, fused)
+        if param.grad.is_sparse:
+            self._rows(param, group, state, fused)
+        else:
+            _adam(param, param.grad, state["exp_avg"], state["exp_avg_sq"], state["step"], group, fused)
 
     def _rows(self, param, group, state, fused) -> None:
         rows, values = sparse_rows(param.grad)
@@ -133,7 +142,7 @@ def step_rows(tensors, rows: torch.Tensor, work: torch.Tensor, update) -> torch.
     return work
 
 
-class RowwiseAdagrad(torch.optim.Optimizer):
+class RowwiseAdagrad(_RowSparse):
     """FBGEMM's row-wise Adagrad (torchrec's default for embedding tables) on
     a row-sparse gradient: one accumulator per row, ``G_r += mean(g_r²)``,
     ``w_r -= lr · g_r / (√G_r + eps)``, on the looked-up rows only; a
@@ -145,21 +154,11 @@ class RowwiseAdagrad(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 1e-2, eps: float = 1e-10, weight_decay: float = 0.0):
         super().__init__(params, dict(lr=lr, eps=eps, weight_decay=weight_decay))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                if param.grad.is_sparse:
-                    self._rows(param, group, self.state[param])
-                else:
-                    self._dense(param, group, self.state[param])
-        return loss
+    def _update(self, param, group) -> None:
+        if param.grad.is_sparse:
+            self._rows(param, group, self.state[param])
+        else:
+            self._dense(param, group, self.state[param])
 
     def _dense(self, param, group, state) -> None:
         if "sum" not in state:
