@@ -124,12 +124,14 @@ def validation_seconds(run) -> float:
     return perf_counter() - started
 
 
+# The child's own peak: VmHWM starts afresh at exec, where ru_maxrss keeps the forking parent's.
 STUDY_CHILD = """
-import resource, sys, time
+import re, sys, time
 from recbole_lth.cli import main
 started = time.perf_counter()
 status = main(sys.argv[1:])
-print(f"STUDY {status} {time.perf_counter() - started:.1f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}")
+peak = re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)
+print(f"STUDY {status} {time.perf_counter() - started:.1f} {peak}")
 """
 
 
@@ -166,6 +168,7 @@ def main() -> None:
     parser.add_argument("--no_eval", action="store_true", help="skip the full-sort validation timing")
     parser.add_argument("--study", action="store_true", help="also a real run per learner at the largest size")
     parser.add_argument("--study_methods", default="dense,omp")
+    parser.add_argument("--study_only", action="store_true", help="only the real runs (with --study)")
     parser.add_argument("--gpu_id", default="0")
     parser.add_argument("--use_gpu", action="store_true")
     args = parser.parse_args()
@@ -176,35 +179,41 @@ def main() -> None:
           f"of {args.steps} steps; torch {torch.__version__}, threads {torch.get_num_threads()}")
     costs = {}
     for model in args.models.split(","):
-        print(f"\n{model}\n")
-        print("| rows | users × items | variant | adam ms/step | sparse_adam ms/step | adam ÷ sparse_adam |")
-        print("|---|---|---|---|---|---|")
-        for rows in sizes:
-            dataset = write_dataset(Path(data_path), rows, args.users, args.interactions, args.zipf)
-            runs = {learner: prepare(args, data_path, dataset, model, learner) for learner in LEARNERS}
-            cost = step_costs(runs, args)
-            n_users, n_items = runs["adam"].train_data.dataset.user_num, runs["adam"].train_data.dataset.item_num
-            for variant in VARIANTS:
-                a, s = cost[("adam", variant)], cost[("sparse_adam", variant)]
-                costs[(model, rows, variant)] = s
-                print(f"| {rows:,} | {n_users:,} × {n_items:,} | {variant} | {a * 1e3:.1f} | {s * 1e3:.1f} | "
-                      f"{a / s:.1f}× |", flush=True)
-            if not args.no_eval:
-                seconds = validation_seconds(runs["adam"])
-                print(f"| {rows:,} | {n_users:,} × {n_items:,} | one full-sort validation | {seconds:.2f} s "
-                      f"({seconds / (n_users * n_items) * 1e9:.2f} ns per user × item) | | |", flush=True)
-            del runs
-            gc.collect()
-        small, large = min(sizes), max(sizes)
-        print(f"\n{model}: sparse_adam step at {large:,} rows ÷ at {small:,} rows (target ≤ 2): " + ", ".join(
-            f"{v} {costs[(model, large, v)] / costs[(model, small, v)]:.2f}" for v in VARIANTS))
+        if not args.study_only:
+            step_table(args, model, sizes, data_path, costs)
         if args.study:
-            dataset = write_dataset(Path(data_path), large, args.users, args.interactions, args.zipf)
+            dataset = write_dataset(Path(data_path), max(sizes), args.users, args.interactions, args.zipf)
             for learner in LEARNERS:
                 wall, peak = study(args, data_path, dataset, model, learner)
-                print(f"{model} study [{args.study_methods}], 1 epoch, {large:,} rows, {learner}: "
+                print(f"{model} study [{args.study_methods}], 1 epoch, {max(sizes):,} rows, {learner}: "
                       f"{wall:.1f} s wall, peak memory {peak:.2f} GB", flush=True)
     print(f"\npeak memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.2f} GB")
+
+
+def step_table(args, model: str, sizes: list[int], data_path: str, costs: dict) -> None:
+    """The step costs of every variant and learner at each size, and one validation per size."""
+    print(f"\n{model}\n")
+    print("| rows | users × items | variant | adam ms/step | sparse_adam ms/step | adam ÷ sparse_adam |")
+    print("|---|---|---|---|---|---|")
+    for rows in sizes:
+        dataset = write_dataset(Path(data_path), rows, args.users, args.interactions, args.zipf)
+        runs = {learner: prepare(args, data_path, dataset, model, learner) for learner in LEARNERS}
+        cost = step_costs(runs, args)
+        n_users, n_items = runs["adam"].train_data.dataset.user_num, runs["adam"].train_data.dataset.item_num
+        for variant in VARIANTS:
+            a, s = cost[("adam", variant)], cost[("sparse_adam", variant)]
+            costs[(model, rows, variant)] = s
+            print(f"| {rows:,} | {n_users:,} × {n_items:,} | {variant} | {a * 1e3:.1f} | {s * 1e3:.1f} | "
+                  f"{a / s:.1f}× |", flush=True)
+        if not args.no_eval:
+            seconds = validation_seconds(runs["adam"])
+            print(f"| {rows:,} | {n_users:,} × {n_items:,} | one full-sort validation | {seconds:.2f} s "
+                  f"({seconds / (n_users * n_items) * 1e9:.2f} ns per user × item) | | |", flush=True)
+        del runs
+        gc.collect()
+    small, large = min(sizes), max(sizes)
+    print(f"\n{model}: sparse_adam step at {large:,} rows ÷ at {small:,} rows (target ≤ 2): " + ", ".join(
+        f"{v} {costs[(model, large, v)] / costs[(model, small, v)]:.2f}" for v in VARIANTS))
 
 
 if __name__ == "__main__":
