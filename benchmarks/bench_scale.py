@@ -85,19 +85,36 @@ def prepare(args, data_path: str, dataset: str, model: str, learner: str):
     return api.prepare(model=model, dataset=dataset, method=["dsl", "pep"], config_dict=settings)
 
 
+def dense_trainer(run, args):
+    model = copy.deepcopy(run.model)
+    return sparse_trainer(run.config, model, ParameterMask(select_prunable(model, "embeddings")))
+
+
+def dsl_trainer(run, args):
+    trainer = masked_trainer(run, args.sparsity)
+    dsl.explorer(run).attach(run, trainer)
+    return trainer
+
+
+def kd_trainer(run, args):
+    trainer = masked_trainer(run, args.sparsity)
+    teacher = {k: v.clone() for k, v in run.model.state_dict().items()}
+    distill.Distiller({**run.settings, "kd_weight": 1.0, "kd_type": "ranking"}, teacher).attach(run, trainer)
+    return trainer
+
+
+BUILDERS = {
+    "dense": dense_trainer,
+    "masked": lambda run, args: masked_trainer(run, args.sparsity),
+    "dsl": dsl_trainer,
+    "pep": lambda run, args: pep.PepSearch(run, [min(0.99, args.sparsity + 0.15)]).trainer(),
+    "kd": kd_trainer,
+}
+
+
 def variants(run, args) -> dict:
     """``{variant: trainer}`` on copies of the run's model."""
-    trainers = {}
-    model = copy.deepcopy(run.model)
-    trainers["dense"] = sparse_trainer(run.config, model, ParameterMask(select_prunable(model, "embeddings")))
-    trainers["masked"] = masked_trainer(run, args.sparsity)
-    trainers["dsl"] = masked_trainer(run, args.sparsity)
-    dsl.explorer(run).attach(run, trainers["dsl"])
-    trainers["pep"] = pep.PepSearch(run, [min(0.99, args.sparsity + 0.15)]).trainer()
-    trainers["kd"] = masked_trainer(run, args.sparsity)
-    teacher = {k: v.clone() for k, v in run.model.state_dict().items()}
-    distill.Distiller({**run.settings, "kd_weight": 1.0, "kd_type": "ranking"}, teacher).attach(run, trainers["kd"])
-    return trainers
+    return {name: BUILDERS[name](run, args) for name in args.variants.split(",")}
 
 
 def step_costs(runs: dict, args) -> dict:
@@ -165,6 +182,8 @@ def main() -> None:
     parser.add_argument("--sparsity", type=float, default=0.8)
     parser.add_argument("--steps", type=int, default=20, help="training steps per timed round")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per variant (median)")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="which of them (each holds its own copy of the tables: memory at 1M rows)")
     parser.add_argument("--no_eval", action="store_true", help="skip the full-sort validation timing")
     parser.add_argument("--study", action="store_true", help="also a real run per learner at the largest size")
     parser.add_argument("--study_methods", default="dense,omp")
@@ -200,7 +219,7 @@ def step_table(args, model: str, sizes: list[int], data_path: str, costs: dict) 
         runs = {learner: prepare(args, data_path, dataset, model, learner) for learner in LEARNERS}
         cost = step_costs(runs, args)
         n_users, n_items = runs["adam"].train_data.dataset.user_num, runs["adam"].train_data.dataset.item_num
-        for variant in VARIANTS:
+        for variant in args.variants.split(","):
             a, s = cost[("adam", variant)], cost[("sparse_adam", variant)]
             costs[(model, rows, variant)] = s
             print(f"| {rows:,} | {n_users:,} × {n_items:,} | {variant} | {a * 1e3:.1f} | {s * 1e3:.1f} | "
@@ -213,7 +232,7 @@ def step_table(args, model: str, sizes: list[int], data_path: str, costs: dict) 
         gc.collect()
     small, large = min(sizes), max(sizes)
     print(f"\n{model}: sparse_adam step at {large:,} rows ÷ at {small:,} rows (target ≤ 2): " + ", ".join(
-        f"{v} {costs[(model, large, v)] / costs[(model, small, v)]:.2f}" for v in VARIANTS))
+        f"{v} {costs[(model, large, v)] / costs[(model, small, v)]:.2f}" for v in args.variants.split(",")))
 
 
 if __name__ == "__main__":
