@@ -22,6 +22,7 @@ from recbole_lth.core.masking import ParameterMask, select_prunable
 from recbole_lth.core.pruning import kept_count
 from recbole_lth.deploy import export
 from recbole_lth.engine import builder
+from recbole_lth.core.optim import LazyAdam, RowwiseAdagrad, read_rows_sparsely
 from recbole_lth.engine.trainer import evaluation_trainer, invalidate_caches, sparse_trainer
 from recbole_lth.methods import dsl, gmp, pep
 from recbole_lth.sparse import distill
@@ -97,6 +98,38 @@ def test_mask_core_keeps_pruned_weights_zero_through_every_recbole_optimizer(run
         for value in optimizer.state[param].values():
             if torch.is_tensor(value) and value.shape == param.shape:
                 assert torch.count_nonzero(value[~trainer.mask.masks[name]]) == 0, (name, learner)
+
+
+@pytest.mark.parametrize("learner", ["sparse_adam", "rowwise_adagrad"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_row_sparse_learners_keep_pruned_weights_zero_and_move_only_looked_up_rows(runs, device, learner):
+    """``learner: sparse_adam`` / ``rowwise_adagrad`` on the device: the tables' gradients are row-sparse,
+    a pruned weight stays exactly zero, and the CPU and the device take the same steps."""
+    run = runs(device)
+    model, mask = _masked(run)
+    read_rows_sparsely(model)
+    with builder.config_values(run.config, {"learner": learner, "weight_decay": 0.0}):
+        trainer = sparse_trainer(run.config, model, mask)
+    assert type(trainer.optimizer) is {"sparse_adam": LazyAdam, "rowwise_adagrad": RowwiseAdagrad}[learner]
+    before = {n: p.detach().clone() for n, p in mask.params.items()}
+    trainer._train_epoch(run.train_data, 0, show_progress=False)
+    _assert_exact(mask, device)
+    assert all(not torch.equal(before[n], p) for n, p in mask.params.items())
+    # The same few steps on a table of the CPU and one of the device agree within float noise.
+    ends = []
+    for where in ("cpu", device):
+        table = torch.nn.Embedding(300, 8).to(where)
+        with torch.no_grad():
+            table.weight.copy_(torch.linspace(-1, 1, 2400).reshape(300, 8))
+        read_rows_sparsely(table)
+        optimizer = (LazyAdam if learner == "sparse_adam" else RowwiseAdagrad)(table.parameters(), lr=0.05)
+        for step in range(4):
+            ids = (torch.arange(64) * (step + 3)) % 300
+            optimizer.zero_grad()
+            (table(ids.to(where)) ** 2).sum().backward()
+            optimizer.step()
+        ends.append(table.weight.detach().cpu())
+    assert torch.allclose(ends[0], ends[1], atol=1e-6)
 
 
 # ----------------------------------------------------------------------- DSL
