@@ -20,7 +20,7 @@ def _table(seed=0, rows=50, d=4):
     return nn.Embedding(rows, d)
 
 
-def _steps(module, optimizer, batches, mask=None):
+def _steps(module, optimizer, batches):
     for ids in batches:
         optimizer.zero_grad(set_to_none=True)
         (module(ids) ** 2).sum().backward()

@@ -337,7 +337,7 @@ def new_model(config, dataset, sizes: dict | None = None, fork_rng: bool = False
 
 def accelerated(config, model):
     """The model with its backbone's faster forward, unless ``fast_propagation`` is False;
-    with ``learner: sparse_adam``, its tables looked up with sparse gradients."""
+    with a row-sparse learner (``sparse_adam``, ``rowwise_adagrad``), its tables looked up with sparse gradients."""
     declared = backbones.of(model)
     if declared is not None and declared.accelerate is not None and config["fast_propagation"] is not False:
         declared.accelerate(model)
