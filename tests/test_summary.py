@@ -244,3 +244,53 @@ def test_compare_without_a_seed_group_writes_no_summary(tmp_path):
     out = tmp_path / "cmp"
     text = compare.compare([a, c], out).read_text()
     assert "Seed groups" not in text and not (out / "comparison_summary.csv").exists()
+
+
+def _ctr_seeds():
+    """Three seeds of a CTR study: AUC and LogLoss by hand, non-zero weights fixed by the target."""
+    def row(ticket, method, target, nonzero, auc, logloss):
+        return {"method": method, "ticket": ticket, "target_sparsity": target, "sparsity": target,
+                "nonzero_params": nonzero, "prunable_params": 1000, "test_auc": auc, "test_logloss": logloss}
+    return {seed: [row("dense", "dense", 0.0, 1000, 0.80 + 0.01 * seed, 0.40),
+                   # listed sparsest first: the line is drawn in order of weights
+                   row("pep_0.99", "pep", 0.99, 10, 0.70 + 0.01 * seed, 0.50),
+                   row("pep_0.9", "pep", 0.9, 100, (0.78, 0.79, 0.83)[seed], 0.45),
+                   row("omp_0.9", "omp", 0.9, 100, 0.75, 0.46),
+                   row("omp_1.0", "omp", 1.0, 0, 0.5, 0.69)]  # empty: no point on a log axis
+            for seed in (0, 1, 2)}
+
+
+def test_frontier_points_are_means_with_their_t_interval():
+    rows = summary.summarize(_ctr_seeds(), "auc")
+    lines, reference = summary.frontier_points(rows, "test_auc")
+    assert [method for method, _ in lines] == ["pep", "omp"]
+    pep = dict(lines)["pep"]
+    assert [weights for weights, *_ in pep] == [10, 100]
+    half = T_975_DF2 * math.sqrt(((0.78 - 0.8) ** 2 + (0.79 - 0.8) ** 2 + (0.83 - 0.8) ** 2) / 2) / math.sqrt(3)
+    assert pep[1] == pytest.approx((100, 0.80, 0.80 - half, 0.80 + half))
+    (omp,) = dict(lines)["omp"]
+    assert omp == pytest.approx((100, 0.75, 0.75, 0.75))  # sd 0: a point interval
+    label, weights, mean, low, high = reference
+    assert (label, weights) == ("dense", 1000) and mean == pytest.approx(0.81)
+    assert high - mean == pytest.approx(T_975_DF2 * 0.01 / math.sqrt(3))
+    one_seed = summary.summarize({0: _ctr_seeds()[0]}, "auc")
+    assert dict(summary.frontier_points(one_seed, "test_auc")[0])["pep"][1] == pytest.approx((100, 0.78, 0.78, 0.78))
+
+
+def test_frontier_panels_are_the_verdict_metric_and_logloss(monkeypatch, tmp_path):
+    drawn = {}
+    monkeypatch.setattr(summary, "plot_frontier", lambda path, panels, title: drawn.update(panels=panels))
+    summary.write_frontier(tmp_path / "f.png", summary.summarize(_ctr_seeds(), "auc"), "t")
+    assert [panel[0] for panel in drawn["panels"]] == ["test_auc", "test_logloss"]
+    # full sort: Recall@20 alone, not its @K siblings
+    summary.write_frontier(tmp_path / "f.png", summary.summarize(_three_seeds(), "recall@20"), "t")
+    assert [panel[0] for panel in drawn["panels"]] == ["test_recall@20"]
+
+
+def test_write_summary_draws_the_frontier(tmp_path):
+    summary.write_summary(tmp_path, _ctr_seeds(), "auc", "FM on a CTR table")
+    study = paths.StudyPaths(tmp_path)
+    assert study.frontier.read_bytes().startswith(PNG_MAGIC)
+    assert "](frontier.png)" in study.summary_md.read_text()
+    with open(study.summary_csv, newline="") as f:
+        assert [float(r["nonzero_mean"]) for r in csv.DictReader(f)] == [1000, 10, 100, 100, 0]

@@ -172,7 +172,7 @@ class StudyPaths:
     """The folder of a study over seeds (``seeds``): one ordinary run
     directory per seed, and the statistics over them::
 
-        study.json  seed_<seed>/  summary.csv  summary.md  summary.tex  curve.png
+        study.json  seed_<seed>/  summary.csv  summary.md  summary.tex  curve.png  frontier.png
     """
 
     def __init__(self, root):
@@ -205,6 +205,10 @@ class StudyPaths:
     @property
     def curve(self) -> Path:
         return self.root / "curve.png"
+
+    @property
+    def frontier(self) -> Path:
+        return self.root / "frontier.png"
 
 
 class TunePaths:

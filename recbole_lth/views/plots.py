@@ -1,4 +1,4 @@
-"""The report's pictures: metric vs sparsity, kept dimensions vs popularity."""
+"""The report's pictures: metric vs sparsity, metric vs non-zero weights, kept dimensions vs popularity."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -93,4 +93,37 @@ def plot_mean_bands(path, series: list[tuple], bands: list[tuple], metric: str, 
     ax.set_xlabel("target sparsity of the prunable tables")
     ax.set_ylabel(metric_label(metric))
     ax.set_xlim(left=min(0.0, ax.get_xlim()[0]))
+    return _save_figure(plt, fig, axes, title, path)
+
+
+def plot_frontier(path, panels: list[tuple], title: str) -> Path:
+    """The metric against the non-zero weights on a log axis, one panel per metric:
+    ``panels`` = [(metric, lines, references, points)] with lines = [(label, [(weights,
+    mean, low, high)])] drawn with their intervals as error bars, references = [(label,
+    weights or None, mean, low, high)] as a dashed horizontal line with its band (and a
+    marker where it has weights), points = [(label, weights, value)] as lone markers (a
+    paper's figures).  Lines at the same weights are dodged sideways by a few percent."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.6), squeeze=False)
+    for ax, (metric, lines, references, points) in zip(axes[0], panels):
+        colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 8)
+        for i, (label, drawn) in enumerate(lines):
+            xs, means, lows, highs = zip(*drawn)
+            # Methods share their weights (exact-count pruning): dodge each line a few percent so no
+            # interval hides another's.
+            xs = [x * 1.04 ** (i - (len(lines) - 1) / 2) for x in xs]
+            ax.errorbar(xs, means, yerr=[[m - lo for m, lo in zip(means, lows)], [h - m for m, h in zip(means, highs)]],
+                        marker="o", capsize=3, label=label, color=next(colors))
+        for i, (label, weights, mean, low, high) in enumerate(references):
+            gray = ("0.3", "0.55", "0.75")[i % 3]
+            ax.axhline(mean, linestyle="--", color=gray, linewidth=1.2, label=label)
+            if high > low:
+                ax.axhspan(low, high, color=gray, alpha=0.15)
+            if weights:
+                ax.plot([weights], [mean], marker="s", color=gray)
+        for label, weights, value in points:
+            ax.plot([weights], [value], marker="*", markersize=11, linestyle="none", label=label, color=next(colors))
+        ax.set_xscale("log")
+        ax.set_xlabel("non-zero weights of the prunable tables (log scale)")
+        ax.set_ylabel(metric_label(metric))
     return _save_figure(plt, fig, axes, title, path)

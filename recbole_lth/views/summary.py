@@ -1,4 +1,4 @@
-"""Statistics over seeds: ``summary.csv``, ``summary.md``, ``summary.tex``, ``curve.png``.
+"""Statistics over seeds: ``summary.csv``, ``summary.md``, ``summary.tex``, ``curve.png``, ``frontier.png``.
 
 A study runs the same settings once per seed; each seed is an ordinary run
 directory.  This module only reads their rows and writes views of them.
@@ -26,7 +26,7 @@ from recbole_lth.core.settings import is_number
 from recbole_lth.engine.results import columns_of
 from recbole_lth.views.judge import dense_reference, is_empty, is_zero, metric_label, verdict_metric
 from recbole_lth.views.markdown import fmt, md_table, pct
-from recbole_lth.views.plots import plot_mean_bands
+from recbole_lth.views.plots import plot_frontier, plot_mean_bands
 
 CONFIDENCE = 0.95
 # The per-metric statistics of a summary row, in column order (``<m>_<stat>``).
@@ -87,6 +87,14 @@ def paired_difference(pairs: list[tuple[float, float]]) -> dict:
     return out
 
 
+def mean_interval(mean: float | None, std: float | None, n: int) -> tuple[float, float] | None:
+    """The 95% t interval of a mean over ``n`` seeds (None below two seeds)."""
+    if mean is None or std is None or n < 2:
+        return None
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * std / math.sqrt(n)
+    return mean - half, mean + half
+
+
 def verdict_of(ci_low, ci_high, metric=None) -> str:
     """On Δ = ticket − dense: at or above 0 wins, below 0 loses; for a metric
     where lower is better (LogLoss, RMSE, MAE) the other way round."""
@@ -131,7 +139,8 @@ def summarize(seed_rows: dict[int, list[dict]], valid_metric: str | None) -> lis
 
     Columns: method, ticket, target_sparsity, n (seeds with the verdict
     metric), n_paired (of those, seeds whose dense row has it too),
-    sparsity_mean, ``<m>_<stat>`` for every test metric and
+    sparsity_mean, nonzero_mean (the prunable tables' non-zero weights),
+    ``<m>_<stat>`` for every test metric and
     :data:`METRIC_STATS`, verdict_metric and verdict."""
     metrics = test_metrics(seed_rows)
     metric = verdict_metric(metrics, valid_metric)
@@ -146,6 +155,8 @@ def summarize(seed_rows: dict[int, list[dict]], valid_metric: str | None) -> lis
             "n": sum(is_number(row.get(metric)) for row in by_seed.values()) if metric else 0,
             "n_paired": 0,
             "sparsity_mean": spread([r["sparsity"] for r in by_seed.values() if is_number(r.get("sparsity"))])[0],
+            "nonzero_mean": spread([r["nonzero_params"] for r in by_seed.values()
+                                    if is_number(r.get("nonzero_params"))])[0],
         }
         for column in metrics:
             out.update(_metric_columns(column, by_seed, dense, reference))
@@ -292,6 +303,46 @@ def write_curve(path, rows: list[dict], title: str) -> Path | None:
     return plot_mean_bands(path, series, bands, metric, title)
 
 
+def frontier_points(rows: list[dict], metric: str) -> tuple[list[tuple], tuple | None]:
+    """The metric against non-zero weights: ([(method, [(weights, mean, low, high)])], the
+    reference's (label, weights, mean, low, high)), each point's interval its mean's 95% t
+    interval over the seeds (low = high = mean below two seeds).  Empty tickets are left out:
+    a log axis has no 0, and their metric says nothing about the method."""
+    def point(row):
+        mean, std = row.get(f"{metric}_mean"), row.get(f"{metric}_std")
+        low, high = mean_interval(mean, std, row.get("n") or 0) or (mean, mean)
+        return row["nonzero_mean"], mean, low, high
+
+    drawable = [r for r in rows if is_number(r.get("nonzero_mean")) and r["nonzero_mean"] > 0
+                and is_number(r.get(f"{metric}_mean")) and not paths.is_dense_candidate(r["ticket"])]
+    reference = next((r for r in drawable if r["verdict"] == "reference"), None)
+    series: dict[str, list[tuple]] = {}
+    for row in drawable:
+        if row is not reference:
+            series.setdefault(row["method"], []).append(point(row))
+    lines = [(method, sorted(points)) for method, points in series.items()]
+    return lines, ((reference["ticket"], *point(reference)) if reference else None)
+
+
+def frontier_metrics(rows: list[dict]) -> list[str]:
+    """The verdict metric, and a labeled task's other test metrics (LogLoss beside AUC);
+    full sort's @K siblings are not drawn."""
+    metric = rows[0]["verdict_metric"] if rows else None
+    if metric is None:
+        return []
+    tested = [c.removesuffix("_mean") for c in columns_of(rows) if c.startswith("test_") and c.endswith("_mean")]
+    return [metric] + [c for c in tested if "@" not in c + metric and c != metric]
+
+
+def write_frontier(path, rows: list[dict], title: str) -> Path | None:
+    """Every test metric against the non-zero weights (a log axis): the PEP paper's figure."""
+    panels = [(metric, *frontier_points(rows, metric)) for metric in frontier_metrics(rows)]
+    if not any(lines for _, lines, _ in panels):
+        return None
+    return plot_frontier(path, [(m, lines, [reference] if reference else [], []) for m, lines, reference in panels],
+                         title)
+
+
 def write_summary(study_root, seed_rows: dict[int, list[dict]], valid_metric: str | None, title: str) -> Path:
     """Write the study's summary files; returns the path of ``summary.md``."""
     study = paths.StudyPaths(study_root)
@@ -300,7 +351,10 @@ def write_summary(study_root, seed_rows: dict[int, list[dict]], valid_metric: st
     paths.write_csv(study.summary_csv, rows)
     paths.write_text(study.summary_tex, summary_latex(rows, seeds))
     write_curve(study.curve, rows, f"{title}: test metric vs target sparsity")
+    frontier = write_frontier(study.frontier, rows, f"{title}: test metric vs non-zero weights")
     markdown = summary_markdown(rows, seeds, title)
     if rows and rows[0]["verdict_metric"]:
         markdown += f"\n![mean ± std vs target sparsity]({study.curve.name})\n"
+    if frontier:
+        markdown += f"\n![mean and its 95% interval vs non-zero weights]({study.frontier.name})\n"
     return paths.write_text(study.summary_md, markdown)
