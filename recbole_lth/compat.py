@@ -54,7 +54,9 @@ break, is idempotent, and does nothing where the installed version is fine.
    ``torch.cuda.amp.GradScaler``'s ``FutureWarning`` (RecBole's trainer),
    torch's ``SparseTensor`` constructor deprecation (LightGCN), ray's
    ``pkg_resources`` deprecation (``recbole.quick_start``), pandas 3's
-   ``inplace=`` deprecation (RecBole's dataset) and numpy 2's
+   ``inplace=`` deprecation and its chained-assignment warning on the
+   sequence fields' fillna (RecBole's dataset; patch 4 does what that line
+   meant) and numpy 2's
    ``__array_wrap__`` deprecation (RecBole's sparse matrices).
 
 7. RecBole 1.2.1's distributed path (a ``Config`` with ``local_rank``)
@@ -305,6 +307,8 @@ KNOWN_WARNINGS = (
     (UserWarning, r"torch\.sparse\.SparseTensor\(indices, values, shape", r"recbole\."),
     (UserWarning, r"pkg_resources is deprecated as an API", r"ray\."),
     (Warning, r"The inplace keyword in DataFrame\.\w+ is deprecated", r"recbole\."),  # pandas 3
+    # pandas 3's ChainedAssignmentError on the sequence-field fillna that patch 4 does in its stead
+    (Warning, r"A value is being set on a copy of a DataFrame or Series through chained assignment", r"recbole\."),
     (DeprecationWarning, r"__array_wrap__ must accept context and return_scalar", r"numpy\."),  # numpy 2 + scipy
 )
 
