@@ -129,7 +129,6 @@ class Variant:
         return (f"{self.name:13s} {self.table_bytes:12d} {self.tables_dense:12.4f} {target:>7s} "
                 f"{self.peak_bytes / 2**20:12.1f} {self.peak_dense:10.3f} "
                 f"{self.tables_peak_dense:17.3f} "
-                f"{self.tables_peak_dense:17.3f} "  # twice, as this table always printed it (one header)
                 f"{self.seconds:7.3f} {self.eval_dense:10.3f} {self.recall:9.4f} {self.ndcg:8.4f} {change:>18s}")
 
 
