@@ -267,3 +267,17 @@ def test_per_field_scope_gives_each_ctr_field_its_own_budget(tmp_path):
     with pytest.raises(ConfigError) as err:
         settings_for("FM", "ml-100k", "dsl", None, {"state": "ERROR", "prune_scope": "per_field"})
     assert err.value.key == "prune_scope" and "global or per_table for dsl" in str(err.value)
+
+
+def test_feature_embeddings_leave_a_ctr_models_linear_part_dense(tmp_path):
+    """The PEP paper prunes and counts the embedding table, not the first-order (LR) weights."""
+    from recbole_lth.core import paths
+
+    settings = ctr_settings("FM", target_sparsities=[0.99], prune_params="feature_embeddings",
+                            output_root=str(tmp_path / "runs"))
+    result = recbole_lth.run(model="FM", dataset="ml-100k", method="omp", config_dict=settings)
+    tables = set(paths.table_axes(result.run_dir))
+    assert "token_embedding_table.embedding.weight" in tables
+    assert tables and not any(name.startswith("first_order_linear.") for name in tables)
+    ticket = next(r for r in result.rows if r["ticket"] == "omp_0.99")
+    assert ticket["sparsity"] == pytest.approx(0.99, abs=1e-3)

@@ -51,7 +51,10 @@ from recbole_lth.core import tasks
 from recbole_lth.core.errors import ConfigError
 from recbole_lth.core.optim import LazyAdam, RowwiseAdagrad, sparse_rows
 
-PRUNE_TARGETS = ("embeddings", "all_weights")
+PRUNE_TARGETS = ("embeddings", "feature_embeddings", "all_weights")
+# RecBole's context-aware models keep their first-order (LR) part in this module: one weight per
+# feature, which the PEP paper neither prunes nor counts as the embedding.
+LINEAR_PART = "first_order_linear."
 
 # Optimizers for which zero grad + zero weight + zero state stays exactly zero
 # through step() (weight decay included), so no post-step re-zeroing is needed.
@@ -106,12 +109,15 @@ def select_prunable(model: nn.Module, prune_params) -> dict[str, nn.Parameter]:
       ``nn.Linear`` weights with an item-sized side.  The latter are the item
       tables of autoencoder recommenders that have no item ``nn.Embedding``
       (MultiVAE ``encoder.0``/decoder output, CDAE ``h_item``/``out_layer``).
+    * ``"feature_embeddings"``: those of ``"embeddings"`` outside a CTR model's
+      first-order (linear) part: the PEP paper's embedding table.  The same as
+      ``"embeddings"`` for a model without one.
     * ``"all_weights"``: every parameter with two or more dimensions.
     * a list of ``fnmatch`` patterns over parameter names, e.g.
       ``["user_embedding.weight", "item_*"]``.
     """
     named = dict(model.named_parameters())
-    if isinstance(prune_params, str) and prune_params == "embeddings":
+    if isinstance(prune_params, str) and prune_params in ("embeddings", "feature_embeddings"):
         n_items = getattr(model, "n_items", None)
         chosen = []
         for module_name, module in model.named_modules():
@@ -121,6 +127,8 @@ def select_prunable(model: nn.Module, prune_params) -> dict[str, nn.Parameter]:
                 module.in_features == n_items or module.out_features == n_items
             ):
                 chosen.append(f"{module_name}.weight")
+        if prune_params == "feature_embeddings":
+            chosen = [name for name in chosen if not name.startswith(LINEAR_PART)]
         selected = {name: named[name] for name in named if name in set(chosen)}
     elif isinstance(prune_params, str) and prune_params == "all_weights":
         selected = {name: p for name, p in named.items() if p.dim() >= 2}

@@ -170,8 +170,8 @@ SEED_LIMIT = 2 ** 32
 # The keys every run has (methods and distillation declare their own).
 COMMON_KEYS = (
     Key("prune_params",
-        "which tensors are prunable: every embedding table (and item-sized Linear), every weight, "
-        "or fnmatch patterns over parameter names",
+        "which tensors are prunable: every embedding table (and item-sized Linear), the same without a CTR "
+        "model's first-order (linear) tables, every weight, or fnmatch patterns over parameter names",
         f"{', '.join(PRUNE_TARGETS)} or a non-empty list of parameter-name patterns",
         lambda x: x in PRUNE_TARGETS or (isinstance(x, list) and bool(x) and all(isinstance(p, str) for p in x))),
     choice_key("prune_scope", "global: rank all prunable tensors together (LTH-MRS); per_table: each its own count; "
