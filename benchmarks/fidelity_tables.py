@@ -76,7 +76,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", help="the main study folder (…-seeds)")
     parser.add_argument("--extra", action="append", default=[], help="LABEL=STUDY: a variant's study folder")
-    parser.add_argument("--against", default="omp", help="the method every ticket is also paired with")
+    parser.add_argument("--against", default="omp",
+                        help="the method(s) every ticket is also paired with, at its sparsity (comma-separated: "
+                             "omp,small_dense adds a column each)")
     parser.add_argument("--metric", default=None,
                         help="test column (default: the run's verdict metric, and a labeled task's other metrics)")
     parser.add_argument("--versus", default=None,
@@ -129,14 +131,13 @@ def versus_table(main_rows: dict[int, dict[str, dict]], label: str, study: str, 
 
 def table(args, main_rows: dict[int, dict[str, dict]], metric: str, with_cost: bool) -> None:
     dense = {s: rows["dense"][metric] for s, rows in main_rows.items() if "dense" in rows}
-    against = {}  # target -> {seed: value}
+    references = args.against.split(",")
+    against = {name: {} for name in references}  # method -> target -> {seed: value}
     tickets = []  # (label, target, {seed: value})
     for seed, rows in main_rows.items():
         for ticket, row in rows.items():
-            if row.get(metric) is None:
-                continue
-            if row.get("method") == args.against:
-                against.setdefault(target_of(row), {})[seed] = row[metric]
+            if row.get(metric) is not None and row.get("method") in against:
+                against[row["method"]].setdefault(target_of(row), {})[seed] = row[metric]
     dense_cost = {s: epoch_cost(rows["dense"]) for s, rows in main_rows.items() if "dense" in rows}
     order = {}
     costs: dict[str, list[float]] = {}  # name -> per seed, its seconds per epoch over the dense ticket's
@@ -157,7 +158,8 @@ def table(args, main_rows: dict[int, dict[str, dict]], metric: str, with_cost: b
     values: dict[str, dict[int, float]] = {}
     for name, seed, value in tickets:
         values.setdefault(name, {})[seed] = value
-    head = f"| ticket | sparsity | {metric} mean ± std | Δ vs dense (95% CI), p | Δ vs {args.against} (95% CI), p |"
+    head = f"| ticket | sparsity | {metric} mean ± std | Δ vs dense (95% CI), p |" + "".join(
+        f" Δ vs {name} (95% CI), p |" for name in references)
     print(head + (" epoch cost ÷ dense's |" if with_cost else ""))
     print("|---" * (head.count("|") - 1 + with_cost) + "|")
     for name, (method, target) in order.items():
@@ -166,7 +168,8 @@ def table(args, main_rows: dict[int, dict[str, dict]], metric: str, with_cost: b
         cell = f"{mean:.4f} ± {std:.4f}" if std is not None else (f"{mean:.4f}" if mean is not None else "not reached")
         seeds = "" if len(by_seed) == len(dense) else f" ({len(by_seed)} seeds)"
         versus_dense = compare(by_seed, dense, metric) if name != "dense" else "reference"
-        versus = compare(by_seed, against.get(target, {}), metric) if method != args.against and name != "dense" else ""
+        versus = " | ".join(compare(by_seed, against[ref].get(target, {}), metric)
+                            if method != ref and name != "dense" else "" for ref in references)
         mean_cost, std_cost = spread(costs.get(name, []))
         cost = "" if not with_cost else (f" {mean_cost:.2f}" if mean_cost is not None else "") + (
             f" ± {std_cost:.2f}" if std_cost is not None else "") + " |"
