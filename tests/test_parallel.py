@@ -175,13 +175,19 @@ def _state(pid: int) -> str:
 
 def test_ctrl_c_with_workers_is_one_line_and_the_same_command_resumes(sequential, tmp_path):
     """Issue 35: Ctrl-C gave KeyboardInterrupt tracebacks, three with two workers."""
-    run_dir = tmp_path / "interrupted"
-    driver = subprocess.Popen(_cli(run_dir, "--workers=2"), cwd=tmp_path, stderr=subprocess.PIPE, text=True,
-                              start_new_session=True)
-    _wait_for(lambda: len(paths.RunPaths(run_dir).stored_tickets()) >= 1)
-    workers = _workers(driver.pid)
-    os.killpg(driver.pid, signal.SIGINT)  # what the terminal does: the whole foreground group
-    assert driver.wait(timeout=60) == 130
+    for attempt in range(3):
+        run_dir = tmp_path / f"interrupted_{attempt}"
+        driver = subprocess.Popen(_cli(run_dir, "--workers=2"), cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+                                  start_new_session=True)
+        _wait_for(lambda: len(paths.RunPaths(run_dir).stored_tickets()) >= 1)
+        workers = _workers(driver.pid)
+        os.killpg(driver.pid, signal.SIGINT)  # what the terminal does: the whole foreground group
+        code = driver.wait(timeout=60)
+        # On a loaded machine the 1-epoch study can end before the interrupt lands (exit 0, nothing was
+        # interrupted): try again; a driver that ignored Ctrl-C would end with 0 every time.
+        if code != 0:
+            break
+    assert code == 130
     err = driver.stderr.read()
     assert "Traceback" not in err and err.count("recbole_lth: interrupted") == 1, err[-2000:]
     _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() and "Z" not in _state(pid) for pid in workers),
