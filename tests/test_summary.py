@@ -294,3 +294,14 @@ def test_write_summary_draws_the_frontier(tmp_path):
     assert "](frontier.png)" in study.summary_md.read_text()
     with open(study.summary_csv, newline="") as f:
         assert [float(r["nonzero_mean"]) for r in csv.DictReader(f)] == [1000, 10, 100, 100, 0]
+
+
+def test_frontier_colours_follow_the_method_in_every_figure():
+    from recbole_lth.views import plots
+
+    plt = plots._pyplot()
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    pep, omp_variant, other = plots._method_colors(plt, ["pep", "omp [long]", "PEP-0 (paper)"])
+    assert (pep, omp_variant) == (palette[2], palette[0])  # whichever other methods the figure has
+    assert plots._method_colors(plt, ["omp", "rp", "pep"])[2] == pep
+    assert other not in {pep, omp_variant}

@@ -96,6 +96,19 @@ def plot_mean_bands(path, series: list[tuple], bands: list[tuple], metric: str, 
     return _save_figure(plt, fig, axes, title, path)
 
 
+# One colour per method in every frontier figure, whichever methods a study ran (the rest take what is left).
+_METHOD_ORDER = ("omp", "rp", "pep", "small_dense", "imp", "dsl", "snip", "gmp", "eb", "wr", "lcm")
+
+
+def _method_colors(plt, labels: list[str]) -> list[str]:
+    """A known method's colour is its place in ``_METHOD_ORDER``; a label "method [variant]" takes its method's."""
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    methods = [label.split(" [")[0] for label in labels]
+    taken = {palette[_METHOD_ORDER.index(m) % len(palette)] for m in methods if m in _METHOD_ORDER}
+    spare = iter([c for c in palette if c not in taken] * len(labels) or palette * len(labels))
+    return [palette[_METHOD_ORDER.index(m) % len(palette)] if m in _METHOD_ORDER else next(spare) for m in methods]
+
+
 def plot_frontier(path, panels: list[tuple], title: str) -> Path:
     """The metric against the non-zero weights on a log axis, one panel per metric:
     ``panels`` = [(metric, lines, references, points)] with lines = [(label, [(weights,
@@ -106,14 +119,14 @@ def plot_frontier(path, panels: list[tuple], title: str) -> Path:
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.6), squeeze=False)
     for ax, (metric, lines, references, points) in zip(axes[0], panels):
-        colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 8)
+        colors = _method_colors(plt, [label for label, _ in lines] + [label for label, *_ in points])
         for i, (label, drawn) in enumerate(lines):
             xs, means, lows, highs = zip(*drawn)
             # Methods share their weights (exact-count pruning): dodge each line a few percent so no
             # interval hides another's.
             xs = [x * 1.04 ** (i - (len(lines) - 1) / 2) for x in xs]
             ax.errorbar(xs, means, yerr=[[m - lo for m, lo in zip(means, lows)], [h - m for m, h in zip(means, highs)]],
-                        marker="o", capsize=3, label=label, color=next(colors))
+                        marker="o", capsize=3, label=label, color=colors[i])
         for i, (label, weights, mean, low, high) in enumerate(references):
             gray = ("0.3", "0.55", "0.75")[i % 3]
             ax.axhline(mean, linestyle="--", color=gray, linewidth=1.2, label=label)
@@ -121,8 +134,9 @@ def plot_frontier(path, panels: list[tuple], title: str) -> Path:
                 ax.axhspan(low, high, color=gray, alpha=0.15)
             if weights:
                 ax.plot([weights], [mean], marker="s", color=gray)
-        for label, weights, value in points:
-            ax.plot([weights], [value], marker="*", markersize=11, linestyle="none", label=label, color=next(colors))
+        for j, (label, weights, value) in enumerate(points):
+            ax.plot([weights], [value], marker="*", markersize=11, linestyle="none", label=label,
+                    color=colors[len(lines) + j])
         ax.set_xscale("log")
         ax.set_xlabel("non-zero weights of the prunable tables (log scale)")
         ax.set_ylabel(metric_label(metric))
