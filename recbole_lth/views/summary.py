@@ -78,9 +78,7 @@ def paired_difference(pairs: list[tuple[float, float]]) -> dict:
     if len(deltas) < 2:
         return out
     sd = stdev(deltas)
-    quantile = float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(deltas) - 1))
-    half = 0.0 if is_zero(sd) else quantile * sd / math.sqrt(len(deltas))
-    out["ci_low"], out["ci_high"] = mean - half, mean + half
+    out["ci_low"], out["ci_high"] = mean_interval(mean, sd, len(deltas))
     if not is_zero(sd):
         p = float(stats.ttest_rel(values, references).pvalue)
         out["p"] = p if math.isfinite(p) else None
@@ -91,7 +89,7 @@ def mean_interval(mean: float | None, std: float | None, n: int) -> tuple[float,
     """The 95% t interval of a mean over ``n`` seeds (None below two seeds)."""
     if mean is None or std is None or n < 2:
         return None
-    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * std / math.sqrt(n)
+    half = 0.0 if is_zero(std) else float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * std / math.sqrt(n)
     return mean - half, mean + half
 
 
