@@ -307,8 +307,10 @@ KNOWN_WARNINGS = (
     (UserWarning, r"torch\.sparse\.SparseTensor\(indices, values, shape", r"recbole\."),
     (UserWarning, r"pkg_resources is deprecated as an API", r"ray\."),
     (Warning, r"The inplace keyword in DataFrame\.\w+ is deprecated", r"recbole\."),  # pandas 3
-    # pandas 3's ChainedAssignmentError on the sequence-field fillna that patch 4 does in its stead
-    (Warning, r"A value is being set on a copy of a DataFrame or Series through chained assignment", r"recbole\."),
+    # the sequence-field fillna that patch 4 does in its stead: pandas 3 says "is being set"
+    # (ChainedAssignmentError), pandas 2.2+ "is trying to be set" (FutureWarning)
+    (Warning, r"A value is (being|trying to be) set on a copy of a DataFrame or Series through chained assignment",
+     r"recbole\."),
     (DeprecationWarning, r"__array_wrap__ must accept context and return_scalar", r"numpy\."),  # numpy 2 + scipy
 )
 
